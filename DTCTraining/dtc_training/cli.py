@@ -1,0 +1,57 @@
+"""The `dtc` command line. Each sub-command lives in `dtc_training.commands.<name>` and provides
+`HELP`, `add_arguments(parser)` and `run(args) -> int`; modules are imported only when used, so
+`dtc --help` is fast and this file imports nothing heavy (the Slicer module reads the exit codes)."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Exit codes, documented in the README.
+EXIT_OK = 0
+EXIT_ERROR = 1  # unexpected failure (traceback printed)
+EXIT_BAD_INPUT = 2  # bad arguments or input data; the message names the file and the problem
+EXIT_INTERRUPTED = 3  # stopped by SIGTERM/SIGINT after saving a checkpoint; `--resume` continues
+
+COMMANDS = {
+    "train": "train",
+    "infer": "infer",
+    "evaluate": "evaluate",
+    "make-phantoms": "make_phantoms",
+    "import-official": "import_official",
+    "info": "info",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="dtc", description="Dual-task Consistency semi-supervised segmentation")
+    parser.add_argument("--version", action="version", version=f"dtc_training {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    chosen = next((a for a in argv if a in COMMANDS), None)
+    for name, module in COMMANDS.items():
+        if chosen is not None and name != chosen:
+            sub.add_parser(name)  # listed, but its module is not imported
+            continue
+        mod = importlib.import_module(f".commands.{module}", __package__)
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        mod.add_arguments(p)
+        p.set_defaults(run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
+    from .errors import InputError
+
+    try:
+        return args.run(args)
+    except InputError as e:
+        print(f"dtc {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

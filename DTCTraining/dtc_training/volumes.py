@@ -1,0 +1,97 @@
+"""Reading and preprocessing volumes with SimpleITK. Arrays are float32 in (x, y, z) order, the order
+of the LA h5 files and of the patch size (112, 112, 80)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import InputError
+
+
+class VolumeError(InputError):
+    """A volume that cannot be used; the message names the file and the problem."""
+
+
+def read_image(path: str | Path) -> sitk.Image:
+    """Read any SimpleITK-readable 3D scalar volume, or the series of a DICOM folder."""
+    path = Path(path)
+    if not path.exists():
+        raise VolumeError(f"{path}: file not found")
+    try:
+        if path.is_dir():
+            reader = sitk.ImageSeriesReader()
+            files = reader.GetGDCMSeriesFileNames(str(path))
+            if not files:
+                raise VolumeError(f"{path}: folder holds no DICOM series")
+            reader.SetFileNames(files)
+            image = reader.Execute()
+        else:
+            image = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise VolumeError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1]})") from None
+    check_image(image, path)
+    return image
+
+
+def check_image(image: sitk.Image, name: str | Path) -> None:
+    if image.GetDimension() != 3:
+        raise VolumeError(f"{name}: image is {image.GetDimension()}D, a 3D volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise VolumeError(
+            f"{name}: image has {image.GetNumberOfComponentsPerPixel()} components per voxel "
+            "(vector/RGB); a scalar volume is needed"
+        )
+
+
+def to_array(image: sitk.Image, name: str | Path = "image", dtype=np.float32) -> np.ndarray:
+    """Voxel array in (x, y, z) order; NaN or Inf voxels are an error."""
+    array = sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(dtype, copy=False)
+    check_finite(array, name)
+    return np.ascontiguousarray(array)
+
+
+def check_finite(array: np.ndarray, name: str | Path) -> None:
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise VolumeError(f"{name}: {bad} voxels are NaN or Inf")
+
+
+def from_array(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """Image from an (x, y, z) array with the geometry of `reference`."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    image.CopyInformation(reference)
+    return image
+
+
+def zscore(array: np.ndarray) -> np.ndarray:
+    """Z-score over the whole scan, the LA preprocessing (reference section 6)."""
+    std = float(array.std())
+    return ((array - array.mean()) / (std if std > 0 else 1.0)).astype(np.float32)
+
+
+def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], label: bool = False) -> sitk.Image:
+    """Resample onto a grid of `spacing` (mm) covering the same physical extent, same origin and direction."""
+    old_size, old_spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
+    new_size = np.maximum(np.round(old_size * old_spacing / np.asarray(spacing)), 1).astype(int)
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    return sitk.Resample(
+        image, [int(s) for s in new_size], sitk.Transform(), interpolator,
+        image.GetOrigin(), [float(s) for s in spacing], image.GetDirection(), 0, image.GetPixelID(),
+    )
+
+
+def resample_like(image: sitk.Image, reference: sitk.Image, label: bool = False) -> sitk.Image:
+    """Resample `image` onto the exact grid of `reference` (used to bring results back to the input)."""
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
+    return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0, image.GetPixelID())
+
+
+def preprocess(image: sitk.Image, spacing: Sequence[float] | None, name: str | Path = "image") -> tuple[np.ndarray, sitk.Image]:
+    """The model's input preprocessing: optional resampling to `spacing`, then whole-scan z-score.
+    Returns the array and the image whose grid the array lives on."""
+    if spacing is not None and not np.allclose(image.GetSpacing(), spacing):
+        image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing)
+    return zscore(to_array(image, name)), image
