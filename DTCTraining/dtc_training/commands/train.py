@@ -1,0 +1,99 @@
+"""`dtc train`: train a DTC model from a datalist or the LA h5 layout."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
+
+# Options that `--resume` may change; everything else comes from the checkpoint's configuration.
+RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "amp")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_argument_group("data (one of)")
+    src.add_argument("--datalist", type=Path, help="decathlon-style JSON: labeled/training, unlabeled, validation")
+    src.add_argument("--la-root", type=Path, help="UA-MT h5 layout (folder with train.list)")
+    p.add_argument("--labeled", type=int, default=16, help="LA: first N cases of train.list are labeled (16)")
+    p.add_argument("--unlabeled", type=int, help="LA: the next N cases are unlabeled (default: the rest)")
+    p.add_argument("--holdout", type=int, default=0, help="LA: the last N cases are held out for validation")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.pt, logs)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    p.add_argument("--progress", choices=["auto", "json", "bar"], default="auto",
+                   help="JSON lines on stdout, or a bar (auto: bar on a terminal)")
+    p.add_argument("--foreground-value", type=float, help="label value of the structure (default: any nonzero)")
+    p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of the labeled cases")
+    cfg = p.add_argument_group("training (defaults: the official DTC configuration)")
+    cfg.add_argument("--iterations", type=int)
+    cfg.add_argument("--labeled-batch", type=int)
+    cfg.add_argument("--unlabeled-batch", type=int)
+    cfg.add_argument("--patch", type=int, nargs=3, dest="patch_size", metavar=("X", "Y", "Z"))
+    cfg.add_argument("--n-filters", type=int)
+    cfg.add_argument("--lr", type=float)
+    cfg.add_argument("--lr-step", type=int)
+    cfg.add_argument("--k", type=float, help="task-transform steepness (1500)")
+    cfg.add_argument("--levelset-weight", type=float, help="beta (0.3)")
+    cfg.add_argument("--consistency", type=float, help="final consistency weight (1.0)")
+    cfg.add_argument("--consistency-rampup", type=float, help="ramp length in ramp steps (40)")
+    cfg.add_argument("--rampup-step", type=int, help="iterations per ramp step (150)")
+    cfg.add_argument("--seed", type=int)
+    cfg.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    cfg.add_argument("--amp", choices=["auto", "bf16", "off"], help="auto: bf16 on CUDA, off on the CPU")
+    cfg.add_argument("--workers", type=int, help="DataLoader workers (-1: min(4, cores - 1))")
+    cfg.add_argument("--val-every", type=int, help="validation Dice every N iterations (0: at the end only)")
+    cfg.add_argument("--checkpoint-every", type=int)
+    cfg.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="resample to this spacing (mm)")
+    cfg.add_argument("--label-name", help='name of the structure ("Left atrium")')
+    cfg.add_argument("--sync-batchnorm", action="store_true", default=None, help="SyncBatchNorm under torchrun")
+
+
+def _config(args):
+    from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+    from ..config import TrainConfig
+
+    given = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
+    if not args.resume:
+        return TrainConfig(**given)
+    saved = TrainConfig.from_dict(load_checkpoint(args.output / CHECKPOINT_NAME)["config"])
+    for key in RESUME_OVERRIDES:
+        if key in given:
+            setattr(saved, key, given[key])
+    return saved
+
+
+def _load_data(args, cfg):
+    from ..data import load_files, load_la, read_datalist, split_validation
+    from ..errors import InputError
+
+    if (args.datalist is None) == (args.la_root is None):
+        raise InputError("give exactly one of --datalist FILE or --la-root DIR")
+    if args.la_root is not None:
+        data = load_la(args.la_root, args.labeled, args.unlabeled, args.holdout, cfg.spacing)
+    else:
+        data = load_files(read_datalist(args.datalist), cfg.spacing, args.foreground_value, str(args.datalist))
+    if not data.labeled:
+        raise InputError(f"{args.datalist or args.la_root}: no labeled case; DTC needs at least one")
+    return split_validation(data, args.val_fraction)
+
+
+def run(args) -> int:
+    import warnings
+
+    from ..errors import InputError
+    from ..files import check_writable_dir
+    from ..trainer import train
+
+    cfg = _config(args)
+    if cfg.iterations < 1 or cfg.labeled_batch < 1 or cfg.unlabeled_batch < 0 or min(cfg.patch_size) < 16:
+        raise InputError("--iterations and --labeled-batch must be >= 1, --unlabeled-batch >= 0, "
+                         "and every --patch size >= 16 (the VNet downsamples 4 times)")
+    if any(s % 16 for s in cfg.patch_size):
+        raise InputError(f"--patch {cfg.patch_size}: each size must be a multiple of 16 (4 stride-2 steps)")
+    out = check_writable_dir(args.output)
+    data = _load_data(args, cfg)
+    small = [c["name"] for c in data.labeled + data.unlabeled
+             if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
+    if small:
+        warnings.warn(f"{len(small)} volumes are smaller than the patch {cfg.patch_size} and are zero-padded "
+                      f"(e.g. {small[0]})")
+    return train(cfg, data, out, resume=args.resume, progress_mode=args.progress)

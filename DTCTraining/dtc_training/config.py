@@ -1,0 +1,44 @@
+"""Training configuration. The defaults are the official DTC LA configuration (reference section 5)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 6000
+    labeled_batch: int = 2
+    unlabeled_batch: int = 2
+    patch_size: list[int] = field(default_factory=lambda: [112, 112, 80])
+    n_filters: int = 16
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_step: int = 2500  # lr x lr_gamma every lr_step iterations
+    lr_gamma: float = 0.1
+    k: float = 1500.0
+    levelset_weight: float = 0.3
+    consistency: float = 1.0
+    consistency_rampup: float = 40.0
+    rampup_step: int = 150
+    seed: int = 1337
+    device: str = "auto"
+    amp: str = "auto"  # auto: bf16 autocast on CUDA, off on the CPU (no bf16 units on many CPUs)
+    workers: int = -1  # -1: min(4, cores - 1)
+    val_every: int = 0  # 0: validate only at the end, when there are validation cases
+    checkpoint_every: int = 500
+    spacing: list[float] | None = None  # resample to this spacing (mm); None keeps each volume's grid
+    label_name: str = "Left atrium"
+    sync_batchnorm: bool = False
+
+    def lr_at(self, iteration: int) -> float:
+        """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""
+        return self.lr * self.lr_gamma ** (iteration // self.lr_step)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})

@@ -1,0 +1,162 @@
+"""Training data: a MONAI decathlon-style datalist of files, or the UA-MT h5 layout of the LA data.
+Every case is read, checked and preprocessed up front, so all problems are reported at once, each
+naming its file, before any training starts."""
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import la, volumes
+from .errors import InputError
+
+
+@dataclass
+class TrainingData:
+    labeled: list[dict]  # {"name", "image", "label"}: float32 / uint8 arrays, (x, y, z)
+    unlabeled: list[dict]  # {"name", "image"}
+    validation: list[dict] = field(default_factory=list)
+    spacing: list[float] | None = None
+    source: str = ""
+
+    def summary(self) -> dict:
+        return {"source": self.source, "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
+                "validation": len(self.validation)}
+
+
+def _entries(raw: dict, key: str, base: Path, with_label: bool, where: Path) -> list[dict]:
+    entries = []
+    for i, item in enumerate(raw.get(key, [])):
+        item = {"image": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or "image" not in item or (with_label and "label" not in item):
+            need = '{"image": ..., "label": ...}' if with_label else '{"image": ...} or a path'
+            raise InputError(f"{where}: entry {i} of {key!r} must be {need}")
+        entries.append({k: str((base / item[k]).resolve()) for k in ("image", "label") if k in item})
+    return entries
+
+
+def read_datalist(path: str | Path) -> dict[str, list[dict]]:
+    """{"labeled", "unlabeled", "validation"} lists of file entries, paths resolved against the file's folder."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: datalist not found") from None
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: not a readable JSON datalist ({e})") from None
+    base = path.parent
+    labeled = _entries(raw, "labeled", base, True, path) + _entries(raw, "training", base, True, path)
+    return {"labeled": labeled, "unlabeled": _entries(raw, "unlabeled", base, False, path),
+            "validation": _entries(raw, "validation", base, True, path)}
+
+
+def _binary_label(label: np.ndarray, foreground: float | None, name: str) -> np.ndarray:
+    values = np.unique(label)
+    if foreground is None:
+        nonzero = values[values != 0]
+        if len(nonzero) > 1:
+            raise InputError(f"{name}: label has several foreground values {nonzero.tolist()[:8]}; "
+                             "choose one with --foreground-value")
+        mask = label != 0
+    else:
+        if foreground not in values:
+            warnings.warn(f"{name}: no voxel has the foreground value {foreground}")
+        mask = label == foreground
+    if not mask.any():
+        warnings.warn(f"{name}: label has no foreground; its level-set target is zero, as in the official code")
+    return mask.astype(np.uint8)
+
+
+def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
+    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+
+
+def load_case(entry: dict, spacing: Sequence[float] | None, foreground: float | None) -> dict:
+    image_file = Path(entry["image"])
+    image = volumes.read_image(image_file)
+    array, grid = volumes.preprocess(image, spacing, image_file)
+    case = {"name": image_file.name, "image": array}
+    if "label" in entry:
+        label_file = Path(entry["label"])
+        label = volumes.read_image(label_file)
+        if not _same_grid(image, label):
+            raise InputError(
+                f"{label_file}: label geometry (size {label.GetSize()}, spacing {label.GetSpacing()}, origin "
+                f"{label.GetOrigin()}) differs from its image {image_file} (size {image.GetSize()}, "
+                f"spacing {image.GetSpacing()}, origin {image.GetOrigin()}); resample it onto the image grid"
+            )
+        if grid is not image:
+            label = volumes.resample_like(label, grid, label=True)
+        case["label"] = _binary_label(volumes.to_array(label, label_file, dtype=np.float64), foreground,
+                                      str(label_file))
+    return case
+
+
+def load_files(entries: dict[str, list[dict]], spacing, foreground, source: str) -> TrainingData:
+    missing = [p for group in entries.values() for e in group for p in e.values() if not Path(p).exists()]
+    if missing:
+        raise InputError([f"{p}: file not found" for p in missing])
+    problems, loaded = [], {}
+    for group, items in entries.items():
+        loaded[group] = []
+        for entry in items:
+            try:
+                loaded[group].append(load_case(entry, spacing, foreground))
+            except InputError as e:
+                problems += e.problems
+    if problems:
+        raise InputError(problems)
+    return TrainingData(loaded["labeled"], loaded["unlabeled"], loaded["validation"],
+                        list(spacing) if spacing else None, source)
+
+
+def _resampled_la(array: np.ndarray, spacing, label: bool) -> np.ndarray:
+    image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
+    image.SetSpacing(la.SPACING)
+    return volumes.to_array(volumes.resample_to_spacing(image, spacing, label=label),
+                            dtype=np.uint8 if label else np.float32)
+
+
+def load_la(root: str | Path, labeled: int, unlabeled: int | None, holdout: int,
+            spacing: Sequence[float] | None) -> TrainingData:
+    """First `labeled` cases of train.list labeled, the next `unlabeled` (default: all but the held-out)
+    unlabeled, the last `holdout` cases for validation. The h5 images are already z-scored."""
+    ids = la.read_case_list(root)
+    available = len(ids) - holdout
+    unlabeled = available - labeled if unlabeled is None else unlabeled
+    if labeled < 1 or unlabeled < 0 or labeled + unlabeled > available:
+        raise InputError(f"{root}: {labeled} labeled + {unlabeled} unlabeled + {holdout} held out "
+                         f"exceeds the {len(ids)} cases of train.list")
+    resample = spacing is not None and not np.allclose(spacing, la.SPACING)
+
+    def case(case_id: str, with_label: bool) -> dict:
+        image, label = la.read_case(root, case_id)
+        if resample:
+            image, label = _resampled_la(image, spacing, False), _resampled_la(label, spacing, True)
+        return {"name": case_id, "image": image, **({"label": label} if with_label else {})}
+
+    return TrainingData(
+        labeled=[case(i, True) for i in ids[:labeled]],
+        unlabeled=[case(i, False) for i in ids[labeled:labeled + unlabeled]],
+        validation=[case(i, True) for i in ids[len(ids) - holdout:]] if holdout else [],
+        spacing=list(spacing) if spacing else list(la.SPACING),
+        source=f"LA h5 layout at {root}",
+    )
+
+
+def split_validation(data: TrainingData, fraction: float) -> TrainingData:
+    """Hold out the last `fraction` of the labeled cases for validation (at least one labeled stays)."""
+    n = int(round(len(data.labeled) * fraction))
+    if fraction <= 0 or n == 0:
+        return data
+    if n >= len(data.labeled):
+        raise InputError(f"--val-fraction {fraction} leaves no labeled case for training")
+    return TrainingData(data.labeled[:-n], data.unlabeled, data.validation + data.labeled[-n:],
+                        data.spacing, data.source)

@@ -1,0 +1,52 @@
+"""Training progress: one JSON object per line on stdout (what the Slicer module and other GUIs
+parse) or a progress bar when stdout is a terminal; every event is also appended to
+`progress.jsonl` in the run folder, which survives restarts."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+
+class ProgressReporter:
+    def __init__(self, log_path: Path | None, mode: str = "auto", stream=None, enabled: bool = True):
+        self.stream = stream or sys.stdout
+        self.bar = mode == "bar" or (mode == "auto" and self.stream.isatty())
+        self.enabled = enabled  # only rank 0 reports in distributed runs
+        self.log = open(log_path, "a") if (log_path and enabled) else None
+
+    def emit(self, event: str, **values) -> None:
+        if not self.enabled:
+            return
+        record = {"event": event, "time": round(time.time(), 3), **values}
+        line = json.dumps(record)
+        if self.log:
+            self.log.write(line + "\n")
+            self.log.flush()
+        if not self.bar:
+            print(line, file=self.stream, flush=True)
+        elif event == "progress":
+            self._draw(record)
+        else:
+            self.stream.write("\r\033[K" + self._describe(record) + "\n")
+            self.stream.flush()
+
+    def _draw(self, r: dict) -> None:
+        done = r["iteration"] / r["total"]
+        bar = "#" * int(30 * done) + "-" * (30 - int(30 * done))
+        eta = time.strftime("%H:%M:%S", time.gmtime(r["eta_s"]))
+        self.stream.write(f"\r[{bar}] {r['iteration']}/{r['total']} loss {r['loss']:.4f} "
+                          f"{r['it_per_s']:.2f} it/s ETA {eta}")
+        self.stream.flush()
+
+    @staticmethod
+    def _describe(r: dict) -> str:
+        details = ", ".join(f"{k}={v}" for k, v in r.items() if k not in ("event", "time"))
+        return f"{r['event']}: {details}"
+
+    def close(self) -> None:
+        if self.bar and self.enabled:
+            self.stream.write("\n")
+        if self.log:
+            self.log.close()

@@ -1,0 +1,185 @@
+"""The DTC training loop: one readable loop over iteration-indexed batches, with checkpoints that
+make every run resumable and a graceful stop on SIGTERM/SIGINT or a STOP file."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from . import __version__
+from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
+from .config import TrainConfig
+from .data import TrainingData
+from .files import atomic_json_save
+from .losses import DTCLoss
+from .model import DualTaskVNet
+from .model_io import save_model
+from .progress import ProgressReporter
+from .sampling import IterationBatches
+from .validation import validation_dice
+
+MODEL_NAME = "model.pt"
+STOP_FILE = "STOP"  # creating it asks a running training to checkpoint and exit (works on every OS)
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT and the STOP file into a flag the loop checks between iterations."""
+
+    def __init__(self, stop_file: Path):
+        self.stop_file, self.signal = stop_file, None
+        stop_file.unlink(missing_ok=True)
+        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> str | None:
+        return self.signal or (STOP_FILE if self.stop_file.exists() else None)
+
+    def restore(self) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def select_device(requested: str) -> torch.device:
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        warnings.warn("CUDA is not available: training on the CPU, which is far slower than a GPU")
+        return torch.device("cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {requested}: CUDA is not available in this PyTorch build or machine")
+    return device
+
+
+def _ignore_sigint(_worker_id: int) -> None:
+    # Ctrl+C reaches the whole process group; the main process alone decides how to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _default_workers() -> int:
+    return min(4, max(1, (os.cpu_count() or 2) - 1))
+
+
+def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = False,
+          progress_mode: str = "auto") -> int:
+    """Train (or resume) a DTC model in `out_dir`; returns the CLI exit code."""
+    from .cli import EXIT_INTERRUPTED, EXIT_OK
+
+    device = select_device(cfg.device)
+    checkpoint_path = out_dir / CHECKPOINT_NAME
+    state = load_checkpoint(checkpoint_path) if resume else None
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+    model = DualTaskVNet(n_filters=cfg.n_filters).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state)
+        start = state["iteration"]
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step)
+
+    batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
+                               cfg.patch_size, cfg.seed, cfg.iterations)
+    workers = _default_workers() if cfg.workers < 0 else cfg.workers
+    loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
+                        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint if workers else None,
+                        # its own generator, so the loader never draws from the RNG that dropout uses
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode)
+    atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "dtc_training_version": __version__},
+                     out_dir / "train_config.json")
+    progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
+                  workers=workers, resumed=resume, **data.summary())
+    stop = StopRequest(out_dir / STOP_FILE)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+    def checkpoint(iteration: int) -> Path:
+        path = save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary())
+        progress.emit("checkpoint", iteration=iteration, path=str(path))
+        return path
+
+    val_dice, t0, done = None, time.perf_counter(), start
+    try:
+        model.train()
+        for batch in loader:
+            iteration = batch["iteration"]
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at(iteration)
+            image = batch["image"].to(device, non_blocking=True)
+            if device.type == "cuda":
+                image = image.contiguous(memory_format=torch.channels_last_3d)
+            with autocast:
+                seg_logits, levelset = model(image)
+            terms = loss_fn(seg_logits, levelset, batch["label"].to(device, non_blocking=True),
+                            batch["levelset"].to(device, non_blocking=True), cfg.labeled_batch, iteration)
+            optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            optimizer.step()
+
+            done = iteration + 1
+            rate = (done - start) / (time.perf_counter() - t0)
+            progress.emit("progress", iteration=done, total=cfg.iterations,
+                          **{k: float(v) for k, v in terms.items()}, lr=cfg.lr_at(iteration),
+                          it_per_s=round(rate, 4), eta_s=round((cfg.iterations - done) / rate, 1))
+            if data.validation and cfg.val_every and done % cfg.val_every == 0 and done < cfg.iterations:
+                val_dice = _validate(model, data, cfg, device, progress, done)
+            reason = stop.requested
+            if reason or done % cfg.checkpoint_every == 0:
+                path = checkpoint(done)
+                if reason:
+                    progress.emit("stopped", iteration=done, checkpoint=str(path), reason=reason)
+                    return EXIT_INTERRUPTED
+        if done % cfg.checkpoint_every:
+            checkpoint(done)
+        if data.validation:
+            val_dice = _validate(model, data, cfg, device, progress, done)
+        model_path = save_model(out_dir / MODEL_NAME, model, _metadata(cfg, data, done, val_dice))
+        progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice)
+        return EXIT_OK
+    finally:
+        stop.restore()
+        progress.close()
+
+
+def _validate(model, data, cfg, device, progress, iteration) -> float:
+    model.eval()
+    dice = validation_dice(model, data.validation, cfg.patch_size, device)
+    model.train()
+    progress.emit("validation", iteration=iteration, dice=round(dice, 5))
+    return dice
+
+
+def _metadata(cfg: TrainConfig, data: TrainingData, iterations: int, val_dice: float | None) -> dict:
+    return {
+        "n_filters": cfg.n_filters,
+        "in_channels": 1,
+        "patch_size": list(cfg.patch_size),
+        "spacing": data.spacing,
+        "normalization": "zscore",
+        "k": cfg.k,
+        "label_name": cfg.label_name,
+        "data": data.summary(),
+        "iterations": iterations,
+        "validation_dice": val_dice,
+        "config": cfg.to_dict(),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

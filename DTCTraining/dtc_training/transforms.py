@@ -1,0 +1,42 @@
+"""The official DTC augmentation, built from MONAI transforms, on channel-first numpy arrays:
+a 90-degree rotation in the x-y plane with k uniform in {0, 1, 2, 3}, then always a flip on x or y,
+zero-padding to the patch where a volume is smaller, a random crop, then the level-set target."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+from monai.transforms import (
+    Compose,
+    Flipd,
+    MapTransform,
+    OneOf,
+    RandRotate90d,
+    RandSpatialCropd,
+    SpatialPadd,
+)
+
+from .levelset import compute_levelset
+
+
+class LevelSetd(MapTransform):
+    """Adds `levelset`, the DTC target of the (cropped) `label`."""
+
+    def __call__(self, data):
+        d = dict(data)
+        d["levelset"] = compute_levelset(np.asarray(d["label"])[0])[None]
+        return d
+
+
+def training_augmentation(patch_size: Sequence[int], labeled: bool) -> Compose:
+    keys = ["image", "label"] if labeled else ["image"]
+    steps = [
+        # MONAI draws k from {1..max_k} when it rotates; prob 3/4 makes k uniform over {0, 1, 2, 3}.
+        RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)),
+        OneOf([Flipd(keys, spatial_axis=0), Flipd(keys, spatial_axis=1)]),
+        SpatialPadd(keys, spatial_size=patch_size, mode="constant"),
+        RandSpatialCropd(keys, roi_size=patch_size, random_size=False),
+    ]
+    if labeled:
+        steps.append(LevelSetd("label"))
+    return Compose(steps, lazy=False)
