@@ -1,0 +1,122 @@
+"""The model store: one folder per model under a user folder, each holding `model.pt` and a cached
+`metadata.json` (the model's own metadata plus store fields), so listing needs no torch.
+
+Folder: `$DTC_MODEL_STORE`, else `~/.dtcsegmentation/models`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+
+class ModelStoreError(ValueError):
+    pass
+
+
+def defaultRoot() -> Path:
+    env = os.environ.get("DTC_MODEL_STORE")
+    return Path(env) if env else Path.home() / ".dtcsegmentation" / "models"
+
+
+def readModelMetadata(path: str | os.PathLike) -> dict:
+    """The model file's metadata; `ModelStoreError` for a file that is not a DTC model (other kinds of
+    networks, official .pth files, corrupt files)."""
+    try:
+        from dtc_training.model_io import ModelFileError, read_metadata
+    except ImportError as e:
+        raise ModelStoreError(f"cannot read models: the DTC backend is not installed ({e})") from None
+    try:
+        return read_metadata(path)
+    except ModelFileError as e:
+        raise ModelStoreError(str(e)) from None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    folder: Path
+    metadata: dict
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "model.pt"
+
+    def summary(self) -> str:
+        m = self.metadata
+        parts = [f"n_filters {m.get('n_filters')}", f"patch {tuple(m.get('patch_size', ()))}"]
+        if m.get("spacing"):
+            parts.append(f"spacing {tuple(m['spacing'])}")
+        if m.get("iterations") or m.get("training", {}).get("iterations"):
+            parts.append(f"{m.get('iterations') or m['training']['iterations']} iterations")
+        dice = m.get("best_val_dice") or m.get("val_dice")
+        if dice is not None:
+            parts.append(f"val Dice {float(dice):.3f}")
+        parts.append(f"dtc_training {m.get('dtc_training_version', '?')}")
+        return ", ".join(parts)
+
+
+class ModelStore:
+    def __init__(self, root: Optional[str | os.PathLike] = None):
+        self.root = Path(root) if root else defaultRoot()
+
+    def list(self) -> list[ModelInfo]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for folder in sorted(self.root.iterdir()):
+            meta = folder / "metadata.json"
+            if (folder / "model.pt").is_file() and meta.is_file():
+                try:
+                    out.append(ModelInfo(folder.name, folder, json.loads(meta.read_text())))
+                except ValueError:
+                    continue
+        return out
+
+    def get(self, name: str) -> ModelInfo:
+        for info in self.list():
+            if info.name == name:
+                return info
+        raise ModelStoreError(f"no model named {name!r} in {self.root}")
+
+    def uniqueName(self, base: str) -> str:
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "-", base).strip("-.") or "model"
+        name, n = base, 2
+        while (self.root / name).exists():
+            name, n = f"{base}-{n}", n + 1
+        return name
+
+    def importModel(self, path: str | os.PathLike, name: Optional[str] = None, extra: Optional[dict] = None) -> ModelInfo:
+        """Copy a DTC model file into the store; refuses files that are not DTC models."""
+        path = Path(path)
+        metadata = readModelMetadata(path)  # raises for another kind of model
+        self.root.mkdir(parents=True, exist_ok=True)
+        name = self.uniqueName(name or path.parent.name if path.name == "model.pt" else name or path.stem)
+        folder = self.root / name
+        folder.mkdir(parents=True)
+        try:
+            shutil.copy2(path, folder / "model.pt")
+            metadata = {**metadata, **(extra or {}), "store": {
+                "name": name, "source": str(path.resolve()),
+                "added": datetime.datetime.now().isoformat(timespec="seconds")}}
+            (folder / "metadata.json").write_text(json.dumps(metadata, indent=2))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return ModelInfo(name, folder, metadata)
+
+    def delete(self, name: str) -> None:
+        info = self.get(name)
+        shutil.rmtree(info.folder)
+
+    def resolve(self, nameOrPath: str | os.PathLike) -> Path:
+        """A model file path from a store name or a path."""
+        path = Path(nameOrPath)
+        if path.is_file():
+            return path
+        return self.get(str(nameOrPath)).path

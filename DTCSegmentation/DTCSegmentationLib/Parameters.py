@@ -1,0 +1,162 @@
+"""The module's parameters: typed dataclasses stored in the module's `vtkMRMLScriptedModuleNode`.
+
+Why not `slicer.parameterNodeWrapper`: it needs Slicer's Qt application and does not exist under the
+`slicer-core` wheel, where the logic, the batch script and the tests run too; and it has no GUI connector
+for the two inputs that matter most here (the labeled-pairs table and the checkable list of unlabeled
+volumes). So the parameters are plain dataclasses with the same role: typed fields with defaults and
+ranges, saved in the scene (scene files keep them; node references keep the chosen nodes), read by the
+logic, and bound to the GUI by the widget through one name->widget table (`Widget.py`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Optional
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class TrainingParameters:
+    """Hyperparameters handed to `dtc train` (names follow its options)."""
+    iterations: int = 6000
+    labeledBatch: int = 2
+    unlabeledBatch: int = 2
+    patchSize: tuple = (112, 112, 80)
+    learningRate: float = 0.01
+    k: float = 1500.0
+    nFilters: int = 16
+    device: str = "auto"
+    valFraction: float = 0.2
+    valEvery: int = 200
+    checkpointEvery: int = 200
+    seed: int = 1337
+    workers: int = 0  # >0 uses multiprocessing, which hangs under PythonSlicer on Windows/macOS
+    spacing: Optional[tuple] = None
+
+    RANGES = {"iterations": (1, 1_000_000), "labeledBatch": (1, 64), "unlabeledBatch": (0, 64),
+              "learningRate": (1e-6, 1.0), "k": (1.0, 1e6), "nFilters": (1, 64), "valFraction": (0.0, 0.9),
+              "valEvery": (0, 1_000_000), "checkpointEvery": (1, 1_000_000), "workers": (0, 64)}
+
+    def problems(self) -> list[str]:
+        out = []
+        for name, (lo, hi) in self.RANGES.items():
+            value = getattr(self, name)
+            if not lo <= value <= hi:
+                out.append(f"{name} = {value} is outside [{lo}, {hi}]")
+        if len(self.patchSize) != 3 or any(int(p) < 8 for p in self.patchSize):
+            out.append(f"patch size {tuple(self.patchSize)} needs three sizes of at least 8 voxels")
+        elif any(int(p) % 16 for p in self.patchSize):
+            out.append(f"patch size {tuple(self.patchSize)}: each size must be a multiple of 16 (the V-Net "
+                       "halves the patch four times)")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
+        return out
+
+    def arguments(self) -> list[str]:
+        """The `dtc train` options for these parameters (the only place they are built)."""
+        args = ["--iterations", str(self.iterations), "--labeled-batch", str(self.labeledBatch),
+                "--unlabeled-batch", str(self.unlabeledBatch), "--patch", *map(str, self.patchSize),
+                "--lr", repr(float(self.learningRate)), "--k", repr(float(self.k)),
+                "--n-filters", str(self.nFilters), "--device", self.device,
+                "--val-fraction", repr(float(self.valFraction)), "--val-every", str(self.valEvery),
+                "--checkpoint-every", str(self.checkpointEvery), "--seed", str(self.seed),
+                "--workers", str(self.workers)]
+        if self.spacing:
+            args += ["--spacing", *map(str, self.spacing)]
+        return args
+
+
+@dataclass
+class SegmentParameters:
+    """Inference options handed to `dtc infer`."""
+    device: str = "auto"
+    mode: str = "fast"  # fast | official (the paper's sliding window)
+    overlap: float = 0.5  # sliding-window overlap, fast mode
+    swBatchSize: int = 1
+    largestComponent: bool = True
+
+    def arguments(self) -> list[str]:
+        args = ["--device", self.device, "--mode", self.mode]
+        if self.largestComponent:
+            args.append("--largest-component")
+        return args
+
+
+@dataclass
+class LabeledPair:
+    volume: object  # vtkMRMLScalarVolumeNode
+    label: object  # vtkMRMLSegmentationNode or vtkMRMLLabelMapVolumeNode
+    segment: Optional[str] = None  # segment ID / label value; None = the only one
+
+
+@dataclass
+class ModuleState:
+    """Everything the panel holds, as stored in the parameter node."""
+    training: TrainingParameters = field(default_factory=TrainingParameters)
+    segmenting: SegmentParameters = field(default_factory=SegmentParameters)
+    pairs: list = field(default_factory=list)
+    unlabeled: list = field(default_factory=list)
+    modelName: str = ""
+    inputVolume: object = None
+    outputSegmentation: object = None
+    roi: object = None
+
+
+_ROLES = {"volume": "dtcLabeledVolume", "label": "dtcLabeledLabel", "unlabeled": "dtcUnlabeledVolume",
+          "inputVolume": "dtcInputVolume", "outputSegmentation": "dtcOutputSegmentation", "roi": "dtcROI"}
+
+
+def _dump(dc) -> str:
+    return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(dc).items()})
+
+
+def _load(cls, text: str):
+    values = json.loads(text) if text else {}
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key in names:
+            kwargs[key] = tuple(value) if isinstance(value, list) else value
+    return cls(**kwargs)
+
+
+def saveState(node, state: ModuleState) -> None:
+    """Write `state` into a `vtkMRMLScriptedModuleNode` (parameters + node references)."""
+    wasModifying = node.StartModify()
+    try:
+        node.SetParameter("training", _dump(state.training))
+        node.SetParameter("segmenting", _dump(state.segmenting))
+        node.SetParameter("modelName", state.modelName or "")
+        node.SetParameter("pairSegments", json.dumps([p.segment for p in state.pairs]))
+        for role in ("volume", "label", "unlabeled"):
+            node.RemoveNodeReferenceIDs(_ROLES[role])
+        for pair in state.pairs:
+            node.AddNodeReferenceID(_ROLES["volume"], pair.volume.GetID() if pair.volume else "")
+            node.AddNodeReferenceID(_ROLES["label"], pair.label.GetID() if pair.label else "")
+        for volume in state.unlabeled:
+            node.AddNodeReferenceID(_ROLES["unlabeled"], volume.GetID())
+        for name in ("inputVolume", "outputSegmentation", "roi"):
+            value = getattr(state, name)
+            node.SetNodeReferenceID(_ROLES[name], value.GetID() if value is not None else None)
+    finally:
+        node.EndModify(wasModifying)
+
+
+def loadState(node) -> ModuleState:
+    state = ModuleState(training=_load(TrainingParameters, node.GetParameter("training")),
+                        segmenting=_load(SegmentParameters, node.GetParameter("segmenting")),
+                        modelName=node.GetParameter("modelName") or "")
+    segments = json.loads(node.GetParameter("pairSegments") or "[]")
+    for i in range(node.GetNumberOfNodeReferences(_ROLES["volume"])):
+        state.pairs.append(LabeledPair(node.GetNthNodeReference(_ROLES["volume"], i),
+                                       node.GetNthNodeReference(_ROLES["label"], i),
+                                       segments[i] if i < len(segments) else None))
+    for i in range(node.GetNumberOfNodeReferences(_ROLES["unlabeled"])):
+        volume = node.GetNthNodeReference(_ROLES["unlabeled"], i)
+        if volume is not None:
+            state.unlabeled.append(volume)
+    for name in ("inputVolume", "outputSegmentation", "roi"):
+        setattr(state, name, node.GetNodeReference(_ROLES[name]))
+    return state

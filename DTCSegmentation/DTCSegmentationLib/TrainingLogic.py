@@ -1,0 +1,270 @@
+"""Training from the scene: export the chosen nodes with their geometry, write the datalist, run
+`dtc train` in a child Python, follow its JSON progress, stop gracefully, resume.
+
+Usage (Slicer's Python console, a `--python-script`, or plain Python with slicer-core)::
+
+    logic = TrainingLogic()
+    job = logic.start([LabeledPair(volume, segmentation)], [unlabeledVolume], TrainingParameters(iterations=200))
+    while not job.finished:            # the widget polls from a QTimer instead
+        logic.poll(job); time.sleep(0.5)
+    print(job.state, job.monitor.modelPath)
+"""
+from __future__ import annotations
+
+import collections
+import datetime
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+from .Parameters import LabeledPair, TrainingParameters
+from .Process import (EXIT_INTERRUPTED, EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment,
+                      explainFailure, parseEvent, pythonExecutable)
+from .SceneIO import exportLabel, writeVolume
+from .Validation import checkTrainingInputs
+
+STOP_GRACE_S = 120.0  # after this, Stop ends the process tree without waiting for the checkpoint
+
+
+def defaultWorkRoot() -> Path:
+    return Path(tempfile.gettempdir()) / "DTCSegmentation"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "volume"
+
+
+def exportDataset(pairs: list[LabeledPair], unlabeled: list, folder: str | os.PathLike) -> Path:
+    """Write every labeled volume, its 0/1 label on the volume's grid, and the unlabeled volumes as NRRD
+    under `folder`, and a datalist.json with paths relative to it. Returns the datalist path."""
+    folder = Path(folder)
+    datalist = {"labeled": [], "unlabeled": []}
+    for i, pair in enumerate(pairs):
+        stem = f"case_{i:03d}_{_safe(pair.volume.GetName())}"
+        image = writeVolume(pair.volume, folder / "images" / f"{stem}.nrrd")
+        label = exportLabel(pair.label, pair.segment, pair.volume, folder / "labels" / f"{stem}.nrrd")
+        datalist["labeled"].append({"image": image.relative_to(folder).as_posix(),
+                                    "label": label.relative_to(folder).as_posix()})
+    for i, volume in enumerate(unlabeled):
+        image = writeVolume(volume, folder / "unlabeled" / f"u_{i:03d}_{_safe(volume.GetName())}.nrrd")
+        datalist["unlabeled"].append({"image": image.relative_to(folder).as_posix()})
+    path = folder / "datalist.json"
+    path.write_text(json.dumps(datalist, indent=2))
+    return path
+
+
+@dataclass
+class TrainingMonitor:
+    """What the child has reported so far (fed one line at a time)."""
+    total: int = 0
+    iteration: int = 0
+    device: str = ""
+    etaSeconds: Optional[float] = None
+    itPerSecond: Optional[float] = None
+    losses: list = field(default_factory=list)  # (iteration, loss, loss_dice, loss_levelset, loss_consistency)
+    dice: list = field(default_factory=list)  # (iteration, dice)
+    checkpoint: str = ""
+    modelPath: str = ""
+    stoppedAt: Optional[int] = None
+    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=400))
+    ignored: int = 0  # lines that were not events
+
+    def feed(self, line: str) -> Optional[dict]:
+        self.log.append(line)
+        event = parseEvent(line)
+        if event is None:
+            self.ignored += 1
+            return None
+        try:
+            self._apply(event)
+        except (TypeError, ValueError, KeyError):
+            self.ignored += 1  # an event with unexpected fields is logged, never fatal
+            return None
+        return event
+
+    def _apply(self, e: dict) -> None:
+        kind = e["event"]
+        if kind == "start":
+            self.total = int(e.get("total") or self.total)
+            self.device = str(e.get("device", ""))
+            self.iteration = int(e.get("start_iteration", e.get("iteration", self.iteration)) or 0)
+        elif kind == "progress":
+            self.iteration = int(e["iteration"])
+            self.total = int(e.get("total") or self.total)
+            self.etaSeconds = e.get("eta_s")
+            self.itPerSecond = e.get("it_per_s")
+            self.losses.append((self.iteration, float(e.get("loss", "nan")), float(e.get("loss_dice", "nan")),
+                                float(e.get("loss_levelset", "nan")), float(e.get("loss_consistency", "nan"))))
+        elif kind == "validation":
+            self.dice.append((int(e["iteration"]), float(e["dice"])))
+        elif kind == "checkpoint":
+            self.checkpoint = str(e.get("path", ""))
+        elif kind == "stopped":
+            self.stoppedAt = int(e.get("iteration", self.iteration))
+            self.checkpoint = str(e.get("checkpoint", self.checkpoint))
+        elif kind == "done":
+            self.modelPath = str(e.get("model", ""))
+            self.iteration = int(e.get("iterations", self.iteration))
+
+    @property
+    def fraction(self) -> float:
+        return min(1.0, self.iteration / self.total) if self.total else 0.0
+
+    def statusText(self) -> str:
+        if not self.total:
+            return "Starting..."
+        text = f"Iteration {self.iteration}/{self.total} ({100 * self.fraction:.0f}%)"
+        if self.etaSeconds is not None and self.iteration < self.total:
+            text += f", about {formatDuration(self.etaSeconds)} left"
+        if self.losses:
+            text += f", loss {self.losses[-1][1]:.4f}"
+        if self.dice:
+            text += f", validation Dice {self.dice[-1][1]:.3f}"
+        return text
+
+
+def formatDuration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+@dataclass
+class TrainingJob:
+    outDir: Path
+    datalist: Path
+    params: TrainingParameters
+    process: Optional[ProcessProtocol] = None
+    monitor: TrainingMonitor = field(default_factory=TrainingMonitor)
+    state: str = "idle"  # running | stopping | stopped | done | failed
+    returnCode: Optional[int] = None
+    message: str = ""
+    stopDeadline: Optional[float] = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("stopped", "done", "failed")
+
+    @property
+    def canResume(self) -> bool:
+        return self.state in ("stopped", "failed") and (self.outDir / "checkpoint.pt").is_file()
+
+    @property
+    def modelPath(self) -> Path:
+        return Path(self.monitor.modelPath) if self.monitor.modelPath else self.outDir / "model.pt"
+
+    def logTail(self, n: int = 30) -> str:
+        return "\n".join(list(self.monitor.log)[-n:])
+
+
+ProcessFactory = Callable[..., ProcessProtocol]
+
+
+class TrainingLogic:
+    def __init__(self, processFactory: ProcessFactory = ChildProcess, python: Optional[str] = None,
+                 workRoot: Optional[str | os.PathLike] = None):
+        self.processFactory = processFactory
+        self.python = python
+        self.workRoot = Path(workRoot) if workRoot else defaultWorkRoot()
+
+    def command(self, job: TrainingJob, resume: bool) -> list[str]:
+        args = [self.python or pythonExecutable(), "-m", "dtc_training", "train", "--datalist", str(job.datalist),
+                "-o", str(job.outDir), "--progress", "json", *job.params.arguments()]
+        return args + (["--resume"] if resume else [])
+
+    def prepare(self, pairs: list[LabeledPair], unlabeled: list, params: TrainingParameters,
+                outDir: Optional[str | os.PathLike] = None) -> TrainingJob:
+        """Validate the inputs and export them; raises ValueError listing every problem."""
+        report = checkTrainingInputs(pairs, unlabeled, params)
+        if not report.ok:
+            raise ValueError(report.tooltip())
+        if outDir is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            outDir = self.workRoot / f"train-{stamp}"
+        outDir = Path(outDir)
+        outDir.mkdir(parents=True, exist_ok=True)
+        datalist = exportDataset(pairs, unlabeled, outDir / "data")
+        (outDir / "parameters.json").write_text(json.dumps(
+            {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(params).items()}, indent=2))
+        return TrainingJob(outDir=outDir, datalist=datalist, params=params)
+
+    def start(self, pairs: list[LabeledPair], unlabeled: list, params: TrainingParameters,
+              outDir: Optional[str | os.PathLike] = None) -> TrainingJob:
+        job = self.prepare(pairs, unlabeled, params, outDir)
+        return self.launch(job, resume=False)
+
+    def launch(self, job: TrainingJob, resume: bool) -> TrainingJob:
+        (job.outDir / "STOP").unlink(missing_ok=True)
+        job.state, job.returnCode, job.message, job.stopDeadline = "running", None, "", None
+        job.monitor.log.append(("Resuming" if resume else "Starting") + f" training in {job.outDir}")
+        job.process = self.processFactory(self.command(job, resume), env=backendEnvironment(),
+                                          cwd=str(job.outDir))
+        return job
+
+    def resume(self, job: TrainingJob) -> TrainingJob:
+        """Continue a stopped (or crashed) job from its last checkpoint, with the same data."""
+        if job.state in ("running", "stopping"):
+            raise RuntimeError("the job is still running")
+        if not (job.outDir / "checkpoint.pt").is_file():
+            raise ValueError(f"{job.outDir}: no checkpoint to resume from")
+        return self.launch(job, resume=True)
+
+    def stop(self, job: TrainingJob, grace: float = STOP_GRACE_S) -> None:
+        """Ask the child to save a checkpoint and exit (STOP file, works on every OS); `poll` ends the
+        process tree if it has not exited after `grace` seconds."""
+        if job.state != "running":
+            return
+        (job.outDir / "STOP").touch()
+        job.state = "stopping"
+        job.stopDeadline = time.monotonic() + grace
+
+    def poll(self, job: TrainingJob) -> list[dict]:
+        """Read the child's new lines; returns the new events. Updates `job.state` when it has ended."""
+        if job.process is None or job.finished:
+            return []
+        events = [e for e in (job.monitor.feed(line) for line in job.process.readLines()) if e]
+        code = job.process.poll()
+        if code is None and job.stopDeadline is not None and time.monotonic() > job.stopDeadline:
+            job.monitor.log.append("The process did not stop in time; ending it.")
+            job.process.killTree()
+            code = job.process.poll()
+            if code is None:
+                code = job.process.wait(10)
+        if code is not None:
+            events += [e for e in (job.monitor.feed(line) for line in job.process.readLines()) if e]
+            job.process.killTree()  # reap anything the child left behind
+            self._finish(job, code)
+        return events
+
+    def _finish(self, job: TrainingJob, code: int) -> None:
+        job.returnCode = code
+        (job.outDir / "STOP").unlink(missing_ok=True)
+        if code == EXIT_OK and job.modelPath.is_file():
+            job.state, job.message = "done", f"Training finished: {job.modelPath}"
+        elif code == EXIT_INTERRUPTED or (job.state == "stopping" and (job.outDir / "checkpoint.pt").is_file()):
+            job.state = "stopped"
+            job.message = (f"Stopped at iteration {job.monitor.stoppedAt or job.monitor.iteration}; "
+                           "the checkpoint is saved, Resume continues.")
+        else:
+            job.state = "failed"
+            job.message = explainFailure(code, job.monitor.log)
+
+    def wait(self, job: TrainingJob, timeout: Optional[float] = None, onEvent=None) -> TrainingJob:
+        """Block until the job ends (headless use)."""
+        start = time.monotonic()
+        while not job.finished:
+            for event in self.poll(job):
+                if onEvent:
+                    onEvent(event)
+            if timeout is not None and time.monotonic() - start > timeout:
+                job.process.killTree()
+                raise TimeoutError(f"training did not finish within {timeout} s")
+            time.sleep(0.1)
+        return job

@@ -1,0 +1,86 @@
+"""Shared fixtures for the DTCSegmentation logic tests. They run on real MRML (the `slicer-core` wheel):
+a fresh scene per test, phantom volumes built with the backend's phantom generator."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+MODULE_DIR = REPO / "DTCSegmentation"
+for path in (MODULE_DIR, REPO / "DTCTraining"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+
+
+@pytest.fixture
+def scene():
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    yield slicer.mrmlScene
+    slicer.mrmlScene.Clear(1)
+
+
+def obliqueMatrix(spacing=(0.7, 0.9, 1.6), origin=(-20.0, 15.0, 7.5), angle=23.0):
+    """IJK-to-RAS with a rotation about an oblique axis and anisotropic spacing."""
+    t = vtk.vtkTransform()
+    t.Translate(*origin)
+    t.RotateWXYZ(angle, 0.3, 0.5, 0.8)
+    t.Scale(*spacing)
+    m = vtk.vtkMatrix4x4()
+    m.DeepCopy(t.GetMatrix())
+    return m
+
+
+def addVolume(scene, array_kji, name, matrix=None, labelmap=False):
+    cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(cls, name)
+    slicer.util.updateVolumeFromArray(node, np.ascontiguousarray(array_kji))
+    if matrix is not None:
+        node.SetIJKToRASMatrix(matrix)
+    node.CreateDefaultDisplayNodes()
+    return node
+
+
+def phantom(seed=0, size=(32, 32, 32)):
+    """(image, label) in (k, j, i) order from the backend's LA-like phantom generator."""
+    from dtc_training.phantoms import make_phantom
+
+    image, label = make_phantom(np.random.default_rng(seed), size=size)
+    return (np.ascontiguousarray(image.transpose(2, 1, 0)).astype(np.float32),
+            np.ascontiguousarray(label.transpose(2, 1, 0)).astype(np.uint8))
+
+
+@pytest.fixture
+def phantomScene(scene):
+    """Three labeled phantoms (one as a segmentation on the volume's grid, one as a segmentation with
+    another geometry, one as a labelmap) and two unlabeled volumes, all oblique and anisotropic."""
+    from DTCSegmentationLib import SceneIO
+
+    logic = SceneIO.segmentationsLogic(scene)
+    nodes = {"labeled": [], "unlabeled": []}
+    for i in range(3):
+        image, label = phantom(i)
+        m = obliqueMatrix(origin=(-10.0 * i, 5.0, 2.0))
+        volume = addVolume(scene, image, f"case{i}", m)
+        if i == 1:  # the label lives on a coarser grid than its volume (same orientation)
+            labelmap = addVolume(scene, label[::2, ::2, ::2], f"case{i}-label",
+                                 obliqueMatrix(spacing=(1.4, 1.8, 3.2), origin=(-10.0 * i, 5.0, 2.0)), labelmap=True)
+        else:
+            labelmap = addVolume(scene, label, f"case{i}-label", m, labelmap=True)
+        if i == 2:
+            nodes["labeled"].append((volume, labelmap))
+            continue
+        seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"case{i}-seg")
+        seg.SetReferenceImageGeometryParameterFromVolumeNode(volume if i == 0 else labelmap)
+        logic.ImportLabelmapToSegmentationNode(labelmap, seg)
+        scene.RemoveNode(labelmap)
+        nodes["labeled"].append((volume, seg))
+    for i in range(3, 5):
+        image, _ = phantom(i)
+        nodes["unlabeled"].append(addVolume(scene, image, f"unlabeled{i}", obliqueMatrix()))
+    return nodes
