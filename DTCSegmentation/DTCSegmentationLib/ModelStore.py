@@ -54,7 +54,7 @@ class ModelInfo:
             parts.append(f"spacing {tuple(m['spacing'])}")
         if m.get("iterations") or m.get("training", {}).get("iterations"):
             parts.append(f"{m.get('iterations') or m['training']['iterations']} iterations")
-        dice = m.get("best_val_dice") or m.get("val_dice")
+        dice = m.get("validation_dice", m.get("val_dice"))
         if dice is not None:
             parts.append(f"val Dice {float(dice):.3f}")
         parts.append(f"dtc_training {m.get('dtc_training_version', '?')}")

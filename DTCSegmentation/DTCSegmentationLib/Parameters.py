@@ -70,15 +70,29 @@ class TrainingParameters:
 
 @dataclass
 class SegmentParameters:
-    """Inference options handed to `dtc infer`."""
+    """Inference options handed to `dtc infer` (its sliding-window choices: the mode, the memory budget
+    that sizes the fast mode's windows, the device, the largest-component clean-up)."""
     device: str = "auto"
-    mode: str = "fast"  # fast | official (the paper's sliding window)
-    overlap: float = 0.5  # sliding-window overlap, fast mode
-    swBatchSize: int = 1
+    mode: str = "fast"  # fast (large windows, folded batch norm) | official (the paper's 112x112x80 windows)
+    memoryGb: float = 0.0  # window budget for the fast mode; 0 = what the device has
     largestComponent: bool = True
 
+    def problems(self) -> list[str]:
+        out = []
+        if self.mode not in ("fast", "official"):
+            out.append(f"mode {self.mode!r} is not fast or official")
+        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
+            out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
+        if self.memoryGb < 0:
+            out.append("the memory budget cannot be negative")
+        return out
+
     def arguments(self) -> list[str]:
-        args = ["--device", self.device, "--mode", self.mode]
+        args = ["--mode", self.mode]
+        if self.device != "auto":
+            args += ["--device", self.device]
+        if self.memoryGb > 0:
+            args += ["--memory-gb", repr(float(self.memoryGb))]
         if self.largestComponent:
             args.append("--largest-component")
         return args

@@ -1,0 +1,143 @@
+"""Segmenting a volume of the scene: export it (cropped to an ROI if given), run `dtc infer` in a child
+Python, import the label map as the "Left atrium" segment of a segmentation node (created once, updated
+on later runs).
+
+Usage (blocking, e.g. from a `--python-script`)::
+
+    logic = InferenceLogic()
+    job = logic.segment(volumeNode, "my-model")       # a model-store name or a model.pt path
+    print(job.segmentationNode.GetName(), job.segmentId)
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from .ModelStore import ModelStore, readModelMetadata
+from .Parameters import SegmentParameters
+from .Process import (EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment, explainFailure,
+                      pythonExecutable)
+from .SceneIO import cropToROI, importResult, isScalarVolume, writeVolume
+
+
+@dataclass
+class SegmentJob:
+    inputVolume: object
+    segmentationNode: object
+    modelPath: Path
+    workDir: Path
+    resultPath: Path
+    process: Optional[ProcessProtocol] = None
+    state: str = "running"  # running | done | failed | cancelled
+    message: str = ""
+    segmentId: str = ""
+    log: list = field(default_factory=list)
+    keepFiles: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "running"
+
+
+class InferenceLogic:
+    def __init__(self, processFactory=ChildProcess, python: Optional[str] = None,
+                 store: Optional[ModelStore] = None):
+        self.processFactory = processFactory
+        self.python = python
+        self.store = store or ModelStore()
+
+    def command(self, modelPath: Path, inputPath: Path, resultPath: Path, params: SegmentParameters) -> list[str]:
+        return [self.python or pythonExecutable(), "-m", "dtc_training", "infer", "--model", str(modelPath),
+                str(inputPath), "-o", str(resultPath), *params.arguments()]
+
+    def start(self, inputVolume, model, segmentationNode=None, roi=None,
+              params: Optional[SegmentParameters] = None, keepFiles: bool = False) -> SegmentJob:
+        """Start segmenting `inputVolume` with `model` (store name or path). Raises ValueError for bad input,
+        including a model file of another kind."""
+        params = params or SegmentParameters()
+        problems = params.problems()
+        if not isScalarVolume(inputVolume):
+            problems.append("choose a scalar input volume")
+        if problems:
+            raise ValueError("; ".join(problems))
+        try:
+            modelPath = self.store.resolve(model)
+        except ValueError as e:
+            raise ValueError(str(e)) from None
+        readModelMetadata(modelPath)  # refuses a model of another kind (ModelStoreError is a ValueError)
+        mrmlScene = inputVolume.GetScene()
+        if segmentationNode is None:
+            segmentationNode = mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                           f"{inputVolume.GetName()} segmentation")
+        workDir = Path(tempfile.mkdtemp(prefix="dtc-segment-"))
+        source = inputVolume
+        if roi is not None:
+            source = cropToROI(inputVolume, roi, "dtc-roi-crop")
+        try:
+            inputPath = writeVolume(source, workDir / "input.nrrd")
+        finally:
+            if source is not inputVolume:
+                mrmlScene.RemoveNode(source)
+        resultPath = workDir / "result.nrrd"
+        job = SegmentJob(inputVolume, segmentationNode, modelPath, workDir, resultPath, keepFiles=keepFiles)
+        job.process = self.processFactory(self.command(modelPath, inputPath, resultPath, params),
+                                          env=backendEnvironment(), cwd=str(workDir))
+        return job
+
+    def poll(self, job: SegmentJob) -> bool:
+        """Collect output; when the child has ended, import the result. Returns True once finished."""
+        if job.finished:
+            return True
+        job.log += job.process.readLines()
+        code = job.process.poll()
+        if code is None:
+            return False
+        job.log += job.process.readLines()
+        try:
+            if code == EXIT_OK and job.resultPath.is_file():
+                job.segmentId = importResult(job.resultPath, job.segmentationNode, job.inputVolume)
+                job.state, job.message = "done", f"Segmented {job.inputVolume.GetName()}"
+            elif job.state != "cancelled":
+                job.state, job.message = "failed", explainFailure(code, job.log)
+        except Exception as e:  # import problems are reported like child failures
+            job.state, job.message = "failed", f"Could not import the result: {e}"
+        finally:
+            if not job.keepFiles:
+                shutil.rmtree(job.workDir, ignore_errors=True)
+        return True
+
+    def cancel(self, job: SegmentJob) -> None:
+        if not job.finished:
+            job.state, job.message = "cancelled", "Segmentation cancelled"
+            job.process.killTree()
+            shutil.rmtree(job.workDir, ignore_errors=True)
+
+    def segment(self, inputVolume, model, segmentationNode=None, roi=None,
+                params: Optional[SegmentParameters] = None, timeout: Optional[float] = None) -> SegmentJob:
+        """Blocking version of start + poll (batch use). Raises RuntimeError when the child fails."""
+        job = self.start(inputVolume, model, segmentationNode, roi, params)
+        started = time.monotonic()
+        while not self.poll(job):
+            if timeout is not None and time.monotonic() - started > timeout:
+                self.cancel(job)
+                raise TimeoutError(f"segmentation did not finish within {timeout} s")
+            time.sleep(0.05)
+        if job.state != "done":
+            raise RuntimeError(job.message + "\n" + "\n".join(job.log[-15:]))
+        return job
+
+
+def addToTrainingSet(state, volume, segmentationNode, segmentId: Optional[str] = None) -> None:
+    """Human in the loop: put a (corrected) result into the labeled pairs of a ModuleState, replacing an
+    earlier pair of the same volume and taking the volume out of the unlabeled list."""
+    from .Parameters import LabeledPair
+    from .SceneIO import findResultSegment
+
+    segmentId = segmentId or findResultSegment(segmentationNode)
+    state.pairs = [p for p in state.pairs if p.volume is not volume]
+    state.pairs.append(LabeledPair(volume, segmentationNode, segmentId))
+    state.unlabeled = [v for v in state.unlabeled if v is not volume]

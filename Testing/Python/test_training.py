@@ -1,0 +1,174 @@
+"""Training from the scene with the real backend: a tiny `dtc train` child started by the logic reports
+progress, stops on request with a checkpoint, resumes and finishes; crashing or hanging children are
+reported, never waited on forever; garbage output is ignored."""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import slicer
+from conftest import addVolume, obliqueMatrix, phantom
+
+from DTCSegmentationLib.ModelStore import ModelStore, ModelStoreError
+from DTCSegmentationLib.Parameters import (LabeledPair, ModuleState, SegmentParameters, TrainingParameters,
+                                           loadState, saveState)
+from DTCSegmentationLib.Process import ChildProcess, explainFailure, parseEvent
+from DTCSegmentationLib.ProgressPlot import ProgressPlot
+from DTCSegmentationLib.TrainingLogic import TrainingLogic
+from DTCSegmentationLib.Validation import checkTrainingInputs
+
+TINY = dict(labeledBatch=1, unlabeledBatch=1, patchSize=(16, 16, 16), nFilters=4, device="cpu",
+            valFraction=0.34, valEvery=2, checkpointEvery=50, workers=0)
+
+
+def test_training_reports_progress_stops_with_checkpoint_resumes_and_finishes(phantomScene, tmp_path):
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
+    logic = TrainingLogic(workRoot=tmp_path)
+    plot = ProgressPlot(slicer.mrmlScene)
+    job = logic.start(pairs, phantomScene["unlabeled"], TrainingParameters(iterations=500, **TINY))
+    assert job.state == "running"
+    for _ in range(1200):  # until the first progress event (at most ~2 min)
+        logic.poll(job)
+        if job.monitor.losses or job.finished:
+            break
+        import time
+        time.sleep(0.1)
+    assert job.monitor.losses, job.logTail()
+    assert job.monitor.total == 500 and 0 < job.monitor.fraction < 1
+    assert "Iteration" in job.monitor.statusText()
+    logic.stop(job)
+    logic.wait(job, timeout=120)
+    assert job.state == "stopped", job.message + job.logTail()
+    assert (job.outDir / "checkpoint.pt").is_file() and job.canResume
+    stoppedAt = job.monitor.stoppedAt
+    assert stoppedAt and stoppedAt < 500
+    plot.update(job.monitor)
+    assert plot.lossTable.GetTable().GetNumberOfRows() == len(job.monitor.losses) > 0
+
+    job.params.iterations = stoppedAt + 2  # resume may shorten the run
+    logic.resume(job)
+    logic.wait(job, timeout=180)
+    assert job.state == "done", job.message + job.logTail()
+    assert job.monitor.iteration == stoppedAt + 2 and job.modelPath.is_file()
+    assert job.monitor.dice, "validation Dice reported"
+    plot.update(job.monitor)
+    assert plot.diceTable.GetTable().GetNumberOfRows() == len(job.monitor.dice)
+    assert plot.chart.GetNumberOfPlotSeriesNodes() == 3
+
+    store = ModelStore(tmp_path / "store")
+    info = store.importModel(job.modelPath, "phantom-model")
+    assert [m.name for m in store.list()] == ["phantom-model"]
+    assert info.metadata["n_filters"] == 4 and "patch (16, 16, 16)" in info.summary()
+    store.delete("phantom-model")
+    assert store.list() == []
+
+
+CRASH = textwrap.dedent("""
+    import sys
+    print("some warning from a library")
+    print("{not json")
+    print('{"event": "start", "total": 10, "device": "cuda"}')
+    print('{"event": "progress", "iteration": 1, "total": 10, "loss": 0.9}')
+    print('{"event": "progress", "iteration": "garbage"}')
+    print("RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB", file=sys.stderr)
+    sys.exit(1)
+""")
+
+
+def _factory(code):
+    return lambda args, env=None, cwd=None: ChildProcess([sys.executable, "-c", code], env=env, cwd=cwd)
+
+
+def test_crashing_child_is_reported_and_garbage_ignored(phantomScene, tmp_path):
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"][:1]]
+    logic = TrainingLogic(processFactory=_factory(CRASH), workRoot=tmp_path)
+    job = logic.wait(logic.start(pairs, [], TrainingParameters(**TINY)), timeout=60)
+    assert job.state == "failed" and job.returnCode == 1
+    assert "GPU ran out of memory" in job.message
+    assert job.monitor.iteration == 1 and job.monitor.ignored >= 3
+    assert "CUDA out of memory" in job.logTail()
+
+
+def test_hanging_child_is_ended_after_the_grace_period(phantomScene, tmp_path):
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"][:1]]
+    hang = "import time, subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n" \
+           "print('{\"event\": \"start\", \"total\": 5}', flush=True)\ntime.sleep(600)"
+    logic = TrainingLogic(processFactory=_factory(hang), workRoot=tmp_path)
+    job = logic.start(pairs, [], TrainingParameters(**TINY))
+    logic.stop(job, grace=1.0)
+    logic.wait(job, timeout=30)
+    assert job.state == "failed" and job.returnCode != 0  # killed: no checkpoint, nothing to resume
+    assert not job.canResume
+
+
+@pytest.mark.parametrize("log,code,expected", [
+    (["torch.OutOfMemoryError: CUDA out of memory."], 1, "GPU ran out of memory"),
+    (["RuntimeError: CUDA error: no kernel image is available for execution on the device"], 1, "no CUDA kernels"),
+    (["ModuleNotFoundError: No module named 'monai'"], 1, "'monai' is missing"),
+    (["dtc train: error: /x/datalist.json: no labeled case"], 2, "input was refused"),
+    (["Traceback", "ValueError: boom"], 1, "exit code 1: ValueError: boom"),
+])
+def test_failures_are_explained_in_words(log, code, expected):
+    assert expected in explainFailure(code, log)
+
+
+def test_parse_event_ignores_everything_but_events():
+    assert parseEvent('{"event": "done", "model": "m.pt"}') == {"event": "done", "model": "m.pt"}
+    for line in ["", "warning", "{", '{"event": "unknown"}', "[1, 2]", '{"no": "event"}', "\x00\xff"]:
+        assert parseEvent(line) is None
+
+
+def test_validation_lists_every_problem(phantomScene, scene):
+    volume, seg = phantomScene["labeled"][0]
+    assert "no labeled pair" in checkTrainingInputs([], []).tooltip()
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "empty")
+    several = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "several")
+    several.GetSegmentation().AddEmptySegment("a", "atrium")
+    several.GetSegmentation().AddEmptySegment("b", "ventricle")
+    vector = scene.AddNewNodeByClass("vtkMRMLVectorVolumeNode", "rgb")
+    slicer.util.updateVolumeFromArray(vector, np.zeros((4, 4, 4, 3), np.uint8))
+    report = checkTrainingInputs(
+        [LabeledPair(volume, seg), LabeledPair(phantomScene["labeled"][1][0], empty),
+         LabeledPair(phantomScene["labeled"][2][0], several), LabeledPair(vector, seg)],
+        [volume], TrainingParameters(patchSize=(20, 16, 16)))
+    text = report.tooltip()
+    assert not report.ok
+    for expected in ["empty has no segment", "several has 2 segments", "rgb is not a scalar volume",
+                     "case0 is both labeled (row 1) and unlabeled", "multiple of 16"]:
+        assert expected in text, text
+    # choosing the segment fixes that row; a label on another grid is a note, not a problem
+    report = checkTrainingInputs([LabeledPair(volume, seg), LabeledPair(*phantomScene["labeled"][1]),
+                                  LabeledPair(phantomScene["labeled"][2][0], several, "a")], [])
+    assert report.ok, report.tooltip()
+    assert any("another geometry" in n and "case1-seg" in n for n in report.notes)
+
+
+def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DTCSegmentation")
+    volume, seg = phantomScene["labeled"][0]
+    state = ModuleState(training=TrainingParameters(iterations=42, patchSize=(32, 32, 16), device="cuda:1"),
+                        segmenting=SegmentParameters(mode="official", largestComponent=False),
+                        pairs=[LabeledPair(volume, seg, "x")], unlabeled=phantomScene["unlabeled"],
+                        modelName="m", inputVolume=volume, outputSegmentation=seg)
+    saveState(node, state)
+    back = loadState(node)
+    assert back.training == state.training and back.segmenting == state.segmenting
+    assert [(p.volume, p.label, p.segment) for p in back.pairs] == [(volume, seg, "x")]
+    assert back.unlabeled == phantomScene["unlabeled"] and back.inputVolume is volume and back.roi is None
+    assert "--patch 32 32 16" in " ".join(back.training.arguments())
+
+
+def test_model_store_refuses_other_kinds_of_model(tmp_path):
+    import torch
+
+    other = tmp_path / "resnet.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, other)
+    with pytest.raises(ModelStoreError, match="not a DTC model"):
+        ModelStore(tmp_path / "store").importModel(other)
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelStoreError):
+        ModelStore(tmp_path / "store").importModel(tmp_path / "junk.pt")
+    assert ModelStore(tmp_path / "store").list() == []
