@@ -1,0 +1,67 @@
+"""`dtc evaluate`: Dice, Jaccard, HD95 and ASD (voxels and mm, medpy semantics) per case and on average."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "score predictions against ground truth, from files or by running a model over LA h5 cases"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    files = p.add_argument_group("from files")
+    files.add_argument("--pred", nargs="+", type=Path, help="prediction files, or a folder (paired by case name)")
+    files.add_argument("--gt", nargs="+", type=Path, help="ground-truth files in the same order, or a folder")
+    model = p.add_argument_group("from a model over the UA-MT h5 layout")
+    model.add_argument("--model", type=Path, help="DTC model file")
+    model.add_argument("--la-root", type=Path, help="folder with '2018LA_Seg_Training Set' and the case lists")
+    model.add_argument("--cases", default="test.list",
+                       help="case list: a file, or a list name beside the cases folder (test.list)")
+    model.add_argument("--max-cases", type=int, help="only the first N cases of the list")
+    model.add_argument("--mode", choices=["fast", "official"], default="fast")
+    model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--largest-component", action="store_true",
+                   help="keep the largest connected component of each prediction before scoring")
+    p.add_argument("--json", type=Path, help="write per-case and mean results as JSON")
+    p.add_argument("--csv", type=Path, help="write per-case and mean results as CSV")
+
+
+def run(args) -> int:
+    from .. import evaluate as ev
+    from ..errors import InputError
+    from ..infer import Model, check_output
+
+    from_files, from_model = bool(args.pred or args.gt), bool(args.model or args.la_root)
+    if from_files == from_model:
+        raise InputError("give either --pred and --gt, or --model and --la-root")
+    for out in (args.json, args.csv):
+        if out:
+            check_output(out)
+    settings = {"largest_component": args.largest_component}
+    if from_files:
+        if not (args.pred and args.gt):
+            raise InputError("--pred and --gt go together")
+        cases = ev.evaluate_files(ev.pair_files(args.pred, args.gt), largest_component=args.largest_component)
+    else:
+        if not (args.model and args.la_root):
+            raise InputError("--model and --la-root go together")
+        case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
+        model = Model.load(args.model, None if args.device == "auto" else args.device)
+        settings.update(model=str(args.model), mode=args.mode, device=str(model.device))
+        cases = ev.evaluate_model(model, args.la_root, case_ids, mode=args.mode,
+                                  largest_component=args.largest_component)
+    result = ev.report(cases, settings)
+    print(ev.format_table(result))
+    if args.json:
+        ev.save_json(result, args.json)
+    if args.csv:
+        ev.save_csv(result, args.csv)
+    return 0
+
+
+def _case_ids(root: Path, cases: str) -> list[str]:
+    from ..la import read_case_list
+
+    path = Path(cases)
+    if path.is_file():
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return read_case_list(root, cases)

@@ -1,0 +1,26 @@
+"""`dtc import-official`: convert an official DTC checkpoint (state dict of vnet_sdf.VNet) to a model file."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "convert an official DTC .pth state dict into a DTC model file"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", type=Path, help="official .pth (e.g. dtc_16_aaai2021.pth); read weights-only")
+    p.add_argument("-o", "--output", type=Path, required=True, help="model file to write")
+    p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
+                   help="voxel spacing (mm) the model was trained at (LA: 0.625 0.625 0.625)")
+    p.add_argument("--label-name", help='name of the structure ("Left atrium")')
+
+
+def run(args) -> int:
+    from ..infer import check_output
+    from ..model_io import import_official
+
+    check_output(args.output)
+    overrides = {k: v for k, v in (("spacing", args.spacing), ("label_name", args.label_name)) if v is not None}
+    path = import_official(args.checkpoint, args.output, **overrides)
+    print(f"wrote {path}")
+    return 0

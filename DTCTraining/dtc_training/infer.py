@@ -1,0 +1,214 @@
+"""Segmenting volumes with a DTC model: `segment(image, model)` on a SimpleITK image or an (x, y, z) numpy
+array, and `segment_files` for many files with the model loaded once. The label map always has the
+input's exact grid (size, origin, spacing, direction): the model's preprocessing (resampling to its
+spacing, whole-scan z-score) runs on a copy, and the probabilities are resampled back before thresholding."""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from .errors import InputError
+from .model import DualTaskVNet
+from .model_io import ModelFileError, load_model
+from .sliding_window import MODES, FoldedVNet, auto_device, predict_fast, predict_official
+from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, zscore
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+THRESHOLD = 0.5  # official: label = mean probability > 0.5
+
+
+class Model:
+    """A loaded network, its metadata and the device it runs on; the fast-mode (BN-folded) copy is built
+    once, on first use."""
+
+    def __init__(self, net: DualTaskVNet, meta: dict, device: str | torch.device | None = None):
+        if meta.get("in_channels", 1) != 1:
+            raise ModelFileError(f"model expects {meta['in_channels']} input channels; inference feeds one scalar volume")
+        self.device = torch.device(device) if device else auto_device()
+        self.net, self.meta = net.to(self.device).eval(), meta
+        self._folded: FoldedVNet | None = None
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Model":
+        net, meta = load_model(path, "cpu")
+        return cls(net, meta, device)
+
+    @property
+    def folded(self) -> FoldedVNet:
+        if self._folded is None:
+            self._folded = FoldedVNet(self.net)
+        return self._folded
+
+
+@dataclass
+class Segmentation:
+    label: sitk.Image | np.ndarray  # uint8 {0, 1}, the type and grid of the input
+    probability: sitk.Image | np.ndarray | None  # float32 in [0, 1], when asked for
+    info: dict = field(default_factory=dict)  # mode, windows, device, largest_component, resampled, seconds
+
+
+def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: str = "fast",
+            largest_component: bool = False, probability: bool = False, spacing: Sequence[float] | None = None,
+            normalize: bool = True, memory_gb: float | None = None, name: str = "image") -> Segmentation:
+    """Segment one volume. A numpy array is (x, y, z) on the grid of `spacing` (mm; None = already on
+    the model's grid). `normalize=False` skips the z-score for data stored normalised (the UA-MT h5 files).
+    `largest_component` keeps the largest 26-connected component, as the official `--nms 1`."""
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    model = model if isinstance(model, Model) else Model.load(model)
+    started = time.perf_counter()
+    is_array = isinstance(image, np.ndarray)
+    if is_array:
+        if image.ndim != 3:
+            raise VolumeError(f"{name}: array is {image.ndim}D, a 3D (x, y, z) volume is needed")
+        check_finite(image, name)
+        image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, spacing or model.meta.get("spacing")))
+    else:
+        check_image(image, name)
+        check_finite(sitk.GetArrayViewFromImage(image), name)
+
+    grid, target = image, model.meta.get("spacing")
+    resampled = target is not None and not np.allclose(image.GetSpacing(), target, rtol=1e-4)
+    if resampled:
+        grid = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), target)
+    array = to_array(grid, name)
+    if normalize:
+        array = zscore(array)
+
+    patch = model.meta["patch_size"]
+    if mode == "official":
+        prob, info = predict_official(model.net, array, patch, model.device)
+    else:
+        prob, info = predict_fast(model.folded, array, patch, model.device, model.meta["n_filters"], memory_gb)
+    if resampled:
+        prob = to_array(resample_like(from_array(prob, grid), image), name)
+    label = (prob > THRESHOLD).astype(np.uint8)
+    if largest_component:
+        label = keep_largest_component(label)
+    info.update(largest_component=largest_component, resampled=resampled, normalized=normalize,
+                foreground_voxels=int(label.sum()), seconds=round(time.perf_counter() - started, 3))
+    if is_array:
+        return Segmentation(label, prob if probability else None, info)
+    return Segmentation(from_array(label, image), from_array(prob, image) if probability else None, info)
+
+
+def _grid(shape: Sequence[int], spacing: Sequence[float] | None) -> sitk.Image:
+    grid = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
+    grid.SetSpacing([float(s) for s in spacing] if spacing is not None else (1.0, 1.0, 1.0))
+    return grid
+
+
+def keep_largest_component(label: np.ndarray) -> np.ndarray:
+    """Largest 26-connected component (the first one on ties, as the official getLargestCC); an empty
+    label stays empty."""
+    components, count = ndimage.label(label, structure=np.ones((3, 3, 3), bool))
+    if count <= 1:
+        return label
+    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
+    return (components == largest).astype(label.dtype)
+
+
+# ---- files -------------------------------------------------------------------------------------------
+
+def image_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), path.suffix.lower())
+
+
+def _stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(image_suffix(path))] if path.is_file() else path.name
+
+
+def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
+    """Each path is a volume file, a DICOM series folder, or a folder of volume files (not recursive)."""
+    volumes = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise VolumeError(f"{path}: file not found")
+        if path.is_dir() and not sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)):
+            found = sorted(p for p in path.iterdir() if p.is_file() and image_suffix(p) in IMAGE_SUFFIXES)
+            if not found:
+                raise VolumeError(f"{path}: folder holds neither a DICOM series nor volume files ({', '.join(IMAGE_SUFFIXES)})")
+            volumes += found
+        else:
+            volumes.append(path)
+    return volumes
+
+
+def output_paths(inputs: Sequence[Path], output: str | Path) -> list[Path]:
+    """One input and OUTPUT with an image suffix: OUTPUT is the label file. Otherwise OUTPUT is a folder
+    receiving `<input name>-label.nrrd` per input."""
+    output = Path(output)
+    if len(inputs) == 1 and image_suffix(output) in IMAGE_SUFFIXES and not output.is_dir():
+        return [output]
+    names = [f"{_stem(p)}-label.nrrd" for p in inputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"several inputs would write {', '.join(duplicates)} in {output}; segment them separately")
+    return [output / n for n in names]
+
+
+def probability_path(label_path: Path) -> Path:
+    suffix = image_suffix(label_path)
+    stem = label_path.name[: len(label_path.name) - len(suffix)]
+    stem = stem[: -len("-label")] if stem.endswith("-label") else stem
+    return label_path.with_name(f"{stem}-probability{suffix}")
+
+
+def check_output(path: Path) -> None:
+    if path.is_dir():
+        raise InputError(f"{path}: output is a folder, a file name is needed")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path.parent}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path.parent}: output folder is not writable")
+
+
+def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
+    """Write through a temporary file and a rename, so a failure never leaves a half-written output
+    (detached-header formats, whose header names the data file, are written in place)."""
+    detached = image_suffix(path) in (".nhdr", ".mhd")
+    target = path if detached else path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        sitk.WriteImage(image, str(target), compress)
+        if not detached:
+            os.replace(target, path)
+    except (RuntimeError, OSError) as e:
+        Path(target).unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write the output ({str(e).strip().splitlines()[-1]})") from None
+
+
+def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path, *, probability: bool = False,
+                  **options) -> list[dict]:
+    """Segment every input (see collect_inputs) and write label maps (and probability maps) with each
+    input's geometry. Outputs are checked for writability before any work. Returns one report per input."""
+    volumes = collect_inputs(inputs)
+    labels = output_paths(volumes, output)
+    for path in labels:
+        check_output(path)
+    reports = []
+    for source, label_path in zip(volumes, labels):
+        result = segment(read_image(source), model, probability=probability, name=str(source), **options)
+        write_image(result.label, label_path)
+        report = {"input": str(source), "label": str(label_path), **result.info}
+        if probability:
+            write_image(result.probability, probability_path(label_path))
+            report["probability"] = str(probability_path(label_path))
+        log.info("%s -> %s (%s mode, %d window(s) on %s, largest component %s, %.1f s)", source, label_path,
+                 report["mode"], report["windows"], report["device"],
+                 "applied" if report["largest_component"] else "not applied", report["seconds"])
+        reports.append(report)
+    return reports
