@@ -35,6 +35,8 @@ def readModelMetadata(path: str | os.PathLike) -> dict:
         return read_metadata(path)
     except ModelFileError as e:
         raise ModelStoreError(str(e)) from None
+    except Exception as e:  # torch.load on arbitrary bytes can raise almost anything
+        raise ModelStoreError(f"{path}: not a DTC model file ({type(e).__name__}: {e})") from None
 
 
 @dataclass

@@ -84,3 +84,17 @@ def phantomScene(scene):
         image, _ = phantom(i)
         nodes["unlabeled"].append(addVolume(scene, image, f"unlabeled{i}", obliqueMatrix()))
     return nodes
+
+
+@pytest.fixture(scope="session")
+def tinyModel(tmp_path_factory):
+    """A real DTC model file (untrained weights, n_filters 4, 16^3 patches): fast to make and to run."""
+    import torch
+    from dtc_training.model import DualTaskVNet
+    from dtc_training.model_io import save_model
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    meta = {"n_filters": 4, "in_channels": 1, "patch_size": [16, 16, 16], "spacing": None,
+            "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium", "data": {"source": "test"}}
+    return save_model(path, DualTaskVNet(in_channels=1, n_filters=4), meta)

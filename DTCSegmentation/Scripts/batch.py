@@ -1,0 +1,173 @@
+"""DTCSegmentation batch script: the module's logic without its panel.
+
+    Slicer --no-main-window --python-script DTCSegmentation/Scripts/batch.py -- segment --model M -o OUT IN...
+    python DTCSegmentation/Scripts/batch.py segment --model M -o OUT IN...        (plain Python + slicer-core)
+
+  segment  --model NAME|FILE -o OUTDIR [--mode fast|official] [--device D] [--no-largest-component] INPUT...
+           writes OUTDIR/<input name>.seg.nrrd (one "Left atrium" segment on the input's geometry) per input
+  train    --labeled IMAGE:LABEL [...] [--unlabeled IMAGE ...] -o OUTDIR [--iterations N] [--patch X Y Z]
+           [--n-filters N] [--device D] [--store-name NAME] ...
+           exports the volumes through the scene (as the panel does), runs `dtc train`, optionally adds the
+           model to the model store
+
+Exit codes: 0 success, 1 a job failed, 2 bad arguments or input, 3 training stopped (resumable).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed extension layouts
+    if (candidate / "DTCSegmentationLib").is_dir() and str(candidate) not in sys.path:
+        sys.path.insert(0, str(candidate))
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("segment", help="segment volumes into .seg.nrrd files")
+    s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
+    s.add_argument("--model", required=True, help="model store name or model.pt path")
+    s.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    s.add_argument("--mode", choices=["fast", "official"], default="fast")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--memory-gb", type=float, default=0.0)
+    s.add_argument("--no-largest-component", action="store_true")
+    s.add_argument("--timeout", type=float, default=None, help="seconds per input")
+    t = sub.add_parser("train", help="train a model from labeled and unlabeled volume files")
+    t.add_argument("--labeled", nargs="+", required=True, metavar="IMAGE:LABEL")
+    t.add_argument("--unlabeled", nargs="*", default=[], metavar="IMAGE")
+    t.add_argument("-o", "--output", type=Path, required=True, help="training run folder")
+    t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
+    t.add_argument("--store-name", help="add the trained model to the model store under this name")
+    from DTCSegmentationLib.Parameters import TrainingParameters
+
+    d = TrainingParameters()
+    t.add_argument("--iterations", type=int, default=d.iterations)
+    t.add_argument("--labeled-batch", type=int, default=d.labeledBatch)
+    t.add_argument("--unlabeled-batch", type=int, default=d.unlabeledBatch)
+    t.add_argument("--patch", type=int, nargs=3, default=list(d.patchSize))
+    t.add_argument("--lr", type=float, default=d.learningRate)
+    t.add_argument("--k", type=float, default=d.k)
+    t.add_argument("--n-filters", type=int, default=d.nFilters)
+    t.add_argument("--device", default=d.device)
+    t.add_argument("--val-fraction", type=float, default=d.valFraction)
+    t.add_argument("--val-every", type=int, default=d.valEvery)
+    t.add_argument("--timeout", type=float, default=None)
+    return p
+
+
+def _segment(args) -> int:
+    from DTCSegmentationLib import SceneIO
+    from DTCSegmentationLib.InferenceLogic import InferenceLogic
+    from DTCSegmentationLib.Parameters import SegmentParameters
+
+    params = SegmentParameters(device=args.device, mode=args.mode, memoryGb=args.memory_gb,
+                               largestComponent=not args.no_largest_component)
+    inputs = []
+    for path in args.inputs:
+        inputs += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    args.output.mkdir(parents=True, exist_ok=True)
+    logic, failures = InferenceLogic(), 0
+    for path in inputs:
+        scene = SceneIO.scene()
+        try:
+            volume = SceneIO.readVolume(path)
+            job = logic.segment(volume, args.model, params=params, timeout=args.timeout)
+            name = path.name[: -len("".join(path.suffixes))] if path.suffixes else path.name
+            out = SceneIO.writeSegmentation(job.segmentationNode, args.output / f"{name}.seg.nrrd")
+            print(f"{path} -> {out}", flush=True)
+        except (OSError, ValueError) as e:
+            print(f"error: {path}: {e}", file=sys.stderr, flush=True)
+            if len(inputs) == 1:
+                return 2
+            failures += 1
+        except (RuntimeError, TimeoutError) as e:
+            print(f"error: {path}: segmentation failed: {e}", file=sys.stderr, flush=True)
+            failures += 1
+        finally:
+            scene.Clear(0)
+    if failures:
+        print(f"{failures} of {len(inputs)} inputs failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train(args) -> int:
+    import json
+
+    from DTCSegmentationLib import SceneIO
+    from DTCSegmentationLib.ModelStore import ModelStore
+    from DTCSegmentationLib.Parameters import LabeledPair, TrainingParameters
+    from DTCSegmentationLib.TrainingLogic import TrainingJob, TrainingLogic
+
+    params = TrainingParameters(
+        iterations=args.iterations, labeledBatch=args.labeled_batch, unlabeledBatch=args.unlabeled_batch,
+        patchSize=tuple(args.patch), learningRate=args.lr, k=args.k, nFilters=args.n_filters, device=args.device,
+        valFraction=args.val_fraction, valEvery=args.val_every)
+    logic = TrainingLogic()
+    try:
+        if args.resume:
+            job = logic.resume(TrainingJob(args.output, args.output / "data" / "datalist.json", params, state="stopped"))
+        else:
+            pairs = []
+            for item in args.labeled:
+                image, sep, label = item.rpartition(":")
+                if not sep:
+                    raise ValueError(f"{item}: write IMAGE:LABEL")
+                pairs.append(LabeledPair(SceneIO.readVolume(image), SceneIO.readVolume(label, labelmap=True)))
+            unlabeled = [SceneIO.readVolume(p) for p in args.unlabeled]
+            job = logic.start(pairs, unlabeled, params, args.output)
+    except (OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    last = [-1]
+
+    def report(event):
+        if event["event"] == "progress" and event["iteration"] // max(1, job.monitor.total // 20) != last[0]:
+            last[0] = event["iteration"] // max(1, job.monitor.total // 20)
+            print(job.monitor.statusText(), flush=True)
+        elif event["event"] in ("validation", "stopped", "done"):
+            print(json.dumps(event), flush=True)
+
+    try:
+        logic.wait(job, timeout=args.timeout, onEvent=report)
+    except KeyboardInterrupt:
+        logic.stop(job, grace=60)
+        logic.wait(job)
+    except TimeoutError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if job.state == "stopped":
+        print(job.message, file=sys.stderr)
+        return 3
+    if job.state != "done":
+        print(f"error: training failed: {job.message}\n{job.logTail(15)}", file=sys.stderr)
+        return 1
+    print(f"model: {job.modelPath}")
+    if args.store_name:
+        info = ModelStore().importModel(job.modelPath, args.store_name)
+        print(f"added to the model store as {info.name!r} ({info.folder})")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--"]:  # Slicer --python-script batch.py -- ARGS
+        argv = argv[1:]
+    args = _parser().parse_args(argv)
+    return _segment(args) if args.command == "segment" else _train(args)
+
+
+if __name__ == "__main__":
+    code = main()
+    try:
+        import slicer
+
+        if getattr(slicer, "app", None) is not None:  # inside Slicer: leave the application
+            slicer.util.exit(code)
+    except ImportError:
+        pass
+    sys.exit(code)

@@ -1,0 +1,132 @@
+"""Segmenting from the scene with the real backend (`dtc infer` in a child), and the batch script."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import slicer
+from conftest import MODULE_DIR, REPO, addVolume, obliqueMatrix, phantom
+
+from DTCSegmentationLib import SceneIO
+from DTCSegmentationLib.InferenceLogic import InferenceLogic, addToTrainingSet
+from DTCSegmentationLib.ModelStore import ModelStore
+from DTCSegmentationLib.Parameters import ModuleState, SegmentParameters
+
+PARAMS = SegmentParameters(device="cpu", largestComponent=False)
+
+
+def expected(volume, model, tmp_path, largest=False):
+    """What the backend's Python API gives for the same volume, written the way the logic writes it."""
+    from dtc_training.infer import segment
+
+    path = SceneIO.writeVolume(volume, tmp_path / "expected-input.nrrd")
+    label = segment(sitk.ReadImage(str(path)), str(model), largest_component=largest).label
+    return sitk.GetArrayFromImage(label)
+
+
+def test_segment_creates_the_named_segment_on_the_input_geometry_and_reruns_update_it(scene, tinyModel, tmp_path):
+    image, _ = phantom(5, size=(24, 20, 18))
+    volume = addVolume(scene, image, "patient", obliqueMatrix())
+    logic = InferenceLogic(store=ModelStore(tmp_path / "store"))
+    job = logic.segment(volume, str(tinyModel), params=PARAMS, timeout=120)
+    seg = job.segmentationNode
+    assert job.state == "done" and seg.GetName() == "patient segmentation"
+    segment = seg.GetSegmentation().GetSegment(job.segmentId)
+    assert segment.GetName() == "Left atrium" and "82471001" in segment.GetTerminology()
+    assert SceneIO.segmentationMatchesVolume(seg, volume)
+    result = SceneIO.segmentArray(seg, job.segmentId, volume)
+    assert result.shape == image.shape
+    assert np.array_equal(result, expected(volume, tinyModel, tmp_path))
+    assert not job.workDir.exists(), "temporary files removed"
+
+    # a corrected result goes into the training set (human in the loop)
+    state = ModuleState(unlabeled=[volume])
+    addToTrainingSet(state, volume, seg)
+    assert [(p.volume, p.label, p.segment) for p in state.pairs] == [(volume, seg, job.segmentId)]
+    assert state.unlabeled == []
+
+    nodes = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    again = logic.segment(volume, str(tinyModel), segmentationNode=seg, params=PARAMS, timeout=120)
+    assert again.segmentId == job.segmentId and seg.GetSegmentation().GetNumberOfSegments() == 1
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes
+
+
+def test_segment_inside_roi_only(scene, tinyModel, tmp_path):
+    image, _ = phantom(6, size=(24, 24, 24))
+    volume = addVolume(scene, image, "patient", obliqueMatrix(angle=0.0))
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
+    m = slicer.vtkMatrix4x4() if hasattr(slicer, "vtkMatrix4x4") else None
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume.GetIJKToRASMatrix(m)
+    roi.SetCenter(*m.MultiplyPoint((8.0, 8.0, 8.0, 1.0))[:3])
+    roi.SetSize(10, 10, 10)
+    params = SegmentParameters(device="cpu", largestComponent=False)
+    job = InferenceLogic(store=ModelStore(tmp_path)).segment(volume, str(tinyModel), roi=roi, params=params, timeout=120)
+    result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
+    assert result.shape == image.shape
+    assert result[16:, :, :].sum() == 0 and result[:, 16:, :].sum() == 0 and result[:, :, 16:].sum() == 0
+
+
+def test_a_model_of_another_kind_is_refused(scene, tmp_path):
+    import torch
+
+    other = tmp_path / "unet.pt"
+    torch.save({"format": "something-else"}, other)
+    image, _ = phantom(0, size=(16, 16, 16))
+    volume = addVolume(scene, image, "v")
+    with pytest.raises(ValueError, match="not a DTC model"):
+        InferenceLogic(store=ModelStore(tmp_path)).start(volume, str(other))
+    with pytest.raises(ValueError, match="no model named"):
+        InferenceLogic(store=ModelStore(tmp_path)).start(volume, "missing-model")
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
+
+
+def _batch(*args, env=None):
+    return subprocess.run([sys.executable, str(MODULE_DIR / "Scripts" / "batch.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          env={**os.environ, **(env or {})})
+
+
+def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_path):
+    inputs = []
+    for i in range(2):
+        image, _ = phantom(i, size=(20, 20, 20))
+        inputs.append(SceneIO.writeVolume(addVolume(scene, image, f"in{i}", obliqueMatrix()), tmp_path / f"in{i}.nrrd"))
+    run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "-o", tmp_path / "out", *inputs)
+    assert run.returncode == 0, run.stderr
+    for path in inputs:
+        out = tmp_path / "out" / f"{path.name[:-5]}.seg.nrrd"
+        seg = SceneIO.readSegmentation(out)
+        volume = SceneIO.readVolume(path)
+        segmentId = seg.GetSegmentation().GetSegmentIdBySegmentName("Left atrium")
+        assert segmentId
+        assert SceneIO.segmentArray(seg, segmentId, volume).shape == slicer.util.arrayFromVolume(volume).shape
+
+    failed = _batch("segment", "--model", tinyModel, "-o", tmp_path / "out", tmp_path / "missing.nrrd")
+    assert failed.returncode == 2 and "missing.nrrd" in failed.stderr
+    refused = _batch("segment", "--model", inputs[0], "-o", tmp_path / "out", inputs[0])
+    assert refused.returncode == 2 and "not a DTC model" in refused.stderr
+
+
+def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
+    files = []
+    for i in range(3):
+        image, label = phantom(i)
+        v = SceneIO.writeVolume(addVolume(scene, image, f"v{i}", obliqueMatrix()), tmp_path / f"v{i}.nrrd")
+        l = SceneIO.writeVolume(addVolume(scene, label, f"l{i}", obliqueMatrix(), labelmap=True), tmp_path / f"l{i}.nrrd")
+        files.append((v, l))
+    run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
+                 "-o", tmp_path / "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,
+                 "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0.5,
+                 "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")})
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (tmp_path / "run" / "model.pt").is_file()
+    assert [m.name for m in ModelStore(tmp_path / "store").list()] == ["batch-model"]
+    bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
+    assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
