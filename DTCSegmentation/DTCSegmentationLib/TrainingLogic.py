@@ -72,9 +72,11 @@ class TrainingMonitor:
     stoppedAt: Optional[int] = None
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=400))
     ignored: int = 0  # lines that were not events
+    count: int = 0  # lines fed so far (the log keeps the last 400)
 
     def feed(self, line: str) -> Optional[dict]:
         self.log.append(line)
+        self.count += 1
         event = parseEvent(line)
         if event is None:
             self.ignored += 1
@@ -203,7 +205,7 @@ class TrainingLogic:
     def launch(self, job: TrainingJob, resume: bool) -> TrainingJob:
         (job.outDir / "STOP").unlink(missing_ok=True)
         job.state, job.returnCode, job.message, job.stopDeadline = "running", None, "", None
-        job.monitor.log.append(("Resuming" if resume else "Starting") + f" training in {job.outDir}")
+        job.monitor.feed(("Resuming" if resume else "Starting") + f" training in {job.outDir}")
         job.process = self.processFactory(self.command(job, resume), env=backendEnvironment(),
                                           cwd=str(job.outDir))
         return job
