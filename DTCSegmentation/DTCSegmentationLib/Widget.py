@@ -333,7 +333,7 @@ class DTCPanel(VTKObservationMixin):
         for line in list(monitor.log)[len(monitor.log) - new:] if new > 0 else []:
             self.ui.logTextEdit.appendPlainText(line)
         self._logSeen = monitor.count
-        self.ui.trainingProgressBar.value = int(100 * monitor.fraction)
+        self.ui.trainingProgressBar.value = round(100 * monitor.fraction)
         self.ui.trainingStatusLabel.text = monitor.statusText()
         if self.plot is not None:
             self.plot.update(monitor)

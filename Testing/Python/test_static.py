@@ -1,0 +1,127 @@
+"""Static checks that need no Slicer: packaging lists, .ui names used by the widget, the extension
+description, the logic's import-time dependencies, and the offscreen rendering of the panel."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+import pytest
+from conftest import MODULE_DIR, REPO
+
+UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
+
+
+def cmakeList(text: str, variable: str) -> list[str]:
+    block = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S).group(1)
+    return [line.split("#")[0].strip().replace("${MODULE_NAME}", "DTCSegmentation")
+            for line in block.splitlines() if line.split("#")[0].strip()]
+
+
+def test_every_module_file_is_listed_in_cmake_and_every_listed_file_exists():
+    text = (MODULE_DIR / "CMakeLists.txt").read_text()
+    listed = set(cmakeList(text, "MODULE_PYTHON_SCRIPTS")) | set(cmakeList(text, "MODULE_PYTHON_RESOURCES"))
+    present = {p.relative_to(MODULE_DIR).as_posix() for p in MODULE_DIR.rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts and p.name != "CMakeLists.txt"}
+    assert present - listed == set(), "files Slicer would not package"
+    assert listed - present == set(), "listed files that do not exist (configure would fail)"
+    assert "slicerMacroBuildScriptedModule" in text and "WITH_GENERIC_TESTS" in text
+
+
+def uiWidgets() -> dict[str, str]:
+    return {w.get("name"): w.get("class") for w in ET.parse(UI).iter("widget")}
+
+
+FITTING = [  # (name pattern, classes a widget of that name may have)
+    (r"SpinBox$", {"QSpinBox", "QDoubleSpinBox", "ctkDoubleSpinBox"}),
+    (r"CollapsibleButton$", {"ctkCollapsibleButton"}),
+    (r"GroupBox$", {"ctkCollapsibleGroupBox", "QGroupBox"}),
+    (r"show3DButton$", {"qMRMLSegmentationShow3DButton"}),
+    (r"Button$", {"QPushButton"}),
+    (r"unlabeledSelector$", {"qMRMLCheckableNodeComboBox"}),
+    (r"Selector$", {"qMRMLNodeComboBox"}),
+    (r"ComboBox$", {"QComboBox"}),
+    (r"Label$", {"QLabel"}),
+    (r"Table$", {"QTableWidget"}),
+    (r"CheckBox$", {"QCheckBox"}),
+    (r"LineEdit$", {"QLineEdit"}),
+    (r"TextEdit$", {"QPlainTextEdit"}),
+    (r"ProgressBar$", {"QProgressBar"}),
+    (r"plotWidget$", {"qMRMLPlotWidget"}),
+]
+
+
+def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
+    source = (MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()
+    used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", source))
+    used |= set(re.findall(r'\(\s*"(\w+)",\s*"(?:value|text|checked)"\s*\)', source))
+    used |= set(re.findall(r'"(\w+(?:SpinBox|Table|Button|Selector|GroupBox|LineEdit))"', source))
+    widgets = uiWidgets()
+    assert len(used) > 30
+    for name in sorted(used):
+        assert name in widgets, f"ui.{name} is not in {UI.name}"
+        allowed = next((classes for pattern, classes in FITTING if re.search(pattern, name)), None)
+        assert allowed is not None, f"no class rule for {name}"
+        assert widgets[name] in allowed, f"{name} is a {widgets[name]}, expected one of {allowed}"
+
+
+def test_ui_root_passes_the_scene_to_every_mrml_widget():
+    tree = ET.parse(UI)
+    widgets = uiWidgets()
+    receivers = {c.findtext("receiver") for c in tree.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
+    mrml = {n for n, c in widgets.items() if c.startswith("qMRML") and n != "DTCSegmentation"}
+    assert mrml <= receivers
+    assert widgets["DTCSegmentation"] == "qMRMLWidget"
+
+
+S4EXT_FIELDS = ["scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
+                "category", "iconurl", "status", "description", "screenshoturls", "enabled"]
+
+
+def test_extension_description_has_what_the_index_needs():
+    fields = {}
+    for line in (REPO / "DTCSegmentation.s4ext").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            key, _, value = line.partition(" ")
+            fields[key] = value.strip()
+    for key in S4EXT_FIELDS:
+        assert fields.get(key), f".s4ext lacks {key}"
+    assert fields["depends"] == "PyTorch" and fields["category"] == "Segmentation"
+    cmake = (REPO / "CMakeLists.txt").read_text()
+    assert re.search(r"project\(DTCSegmentation\)", cmake)
+    assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
+    for var in ("HOMEPAGE", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS"):
+        assert re.search(rf'set\(EXTENSION_{var} "[^"]+"\)', cmake), var
+    assert "add_subdirectory(DTCSegmentation)" in cmake and "Slicer_EXTENSION_CPACK" in cmake
+    # the URLs point at files of this repository
+    for url in (fields["iconurl"], *fields["screenshoturls"].split()):
+        assert (REPO / url.split("/main/", 1)[1]).is_file(), url
+    assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_icon_is_128_pixels():
+    from PIL import Image
+
+    for path in (REPO / "Resources" / "Icons" / "DTCSegmentation.png", MODULE_DIR / "Resources" / "Icons" / "DTCSegmentation.png"):
+        assert Image.open(path).size == (128, 128)
+
+
+def test_logic_imports_no_qt_and_no_torch_at_import_time():
+    code = ("import sys; sys.path.insert(0, %r); import DTCSegmentationLib.InferenceLogic, DTCSegmentationLib.TrainingLogic, "
+            "DTCSegmentationLib.Dependencies, DTCSegmentationLib.ProgressPlot; "
+            "bad = [m for m in ('qt', 'ctk', 'PySide6', 'PyQt5', 'torch', 'monai') if m in sys.modules]; print(bad); "
+            "sys.exit(1 if bad else 0)") % str(MODULE_DIR)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_panel_renders_offscreen(tmp_path):
+    pytest.importorskip("PySide6")
+    run = subprocess.run([sys.executable, str(REPO / "Testing" / "Python" / "render_panel.py"), "-o", str(tmp_path / "p.png")],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "p.png").size
+    assert width >= 400 and height >= 1000
