@@ -60,7 +60,7 @@ def _binary_label(label: np.ndarray, foreground: float | None, name: str) -> np.
     if foreground is None:
         nonzero = values[values != 0]
         if len(nonzero) > 1:
-            raise InputError(f"{name}: label has several foreground values {nonzero.tolist()[:8]}; "
+            raise InputError(f"{name}: label has several foreground values [{', '.join(f'{v:g}' for v in nonzero[:8])}]; "
                              "choose one with --foreground-value")
         mask = label != 0
     else:
@@ -99,7 +99,18 @@ def load_case(entry: dict, spacing: Sequence[float] | None, foreground: float | 
     return case
 
 
+def _check_overlap(entries: dict[str, list[dict]]) -> None:
+    groups: dict[str, list[str]] = {}
+    for group, items in entries.items():
+        for entry in items:
+            groups.setdefault(entry["image"], []).append(group)
+    overlaps = [f"{image}: listed both as {' and as '.join(g)}" for image, g in groups.items() if len(g) > 1]
+    if overlaps:
+        raise InputError(overlaps)
+
+
 def load_files(entries: dict[str, list[dict]], spacing, foreground, source: str) -> TrainingData:
+    _check_overlap(entries)
     missing = [p for group in entries.values() for e in group for p in e.values() if not Path(p).exists()]
     if missing:
         raise InputError([f"{p}: file not found" for p in missing])

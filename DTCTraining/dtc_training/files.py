@@ -10,6 +10,8 @@ from typing import Any, Callable
 
 import torch
 
+from .errors import InputError
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     path = Path(path)
@@ -35,12 +37,12 @@ def atomic_json_save(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and prove it is writable; raise a ValueError naming it otherwise."""
+    """Create `path` if needed and prove it is writable; raise an InputError naming it otherwise."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
             pass
     except OSError as e:
-        raise ValueError(f"{path}: output folder is not writable ({e.strerror or e})") from None
+        raise InputError(f"{path}: output folder is not writable ({e.strerror or e})") from None
     return path

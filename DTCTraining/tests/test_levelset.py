@@ -1,0 +1,67 @@
+import itertools
+
+import numpy as np
+import pytest
+
+from dtc_training.levelset import compute_levelset
+
+
+def brute_force_levelset(mask: np.ndarray) -> np.ndarray:
+    """The reference definition, written out voxel by voxel."""
+    mask = mask.astype(bool)
+    coords = np.argwhere(np.ones_like(mask))
+    fg, bg = np.argwhere(mask), np.argwhere(~mask)
+    inside = np.zeros(mask.shape)
+    outside = np.zeros(mask.shape)
+    for c in coords:
+        c = tuple(c)
+        if mask[c]:
+            inside[c] = np.sqrt(((bg - c) ** 2).sum(1)).min()
+        else:
+            outside[c] = np.sqrt(((fg - c) ** 2).sum(1)).min()
+    levelset = (outside - outside.min()) / (outside.max() - outside.min()) - \
+        (inside - inside.min()) / (inside.max() - inside.min())
+    for c in map(tuple, np.argwhere(mask)):
+        neighbours = [tuple(np.add(c, d)) for d in [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]]
+        inside_patch = [n for n in neighbours if all(0 <= n[i] < mask.shape[i] for i in range(3))]
+        if any(not mask[n] for n in inside_patch):
+            levelset[c] = 0
+    return levelset
+
+
+def shapes():
+    box = np.zeros((9, 8, 7), bool)
+    box[2:6, 3:7, 1:5] = True
+    ball = np.linalg.norm(np.argwhere(np.ones((10, 10, 10))) - 4.5, axis=1).reshape(10, 10, 10) < 3.2
+    touching_border = np.zeros((8, 8, 8), bool)
+    touching_border[0:4, 2:6, 3:8] = True
+    return {"box": box, "ball": ball, "touching border": touching_border}
+
+
+@pytest.mark.parametrize("name", list(shapes()))
+def test_matches_brute_force_definition(name):
+    mask = shapes()[name]
+    np.testing.assert_allclose(compute_levelset(mask), brute_force_levelset(mask), atol=1e-6)
+
+
+def test_empty_mask_gives_zeros_and_full_mask_no_nan():
+    assert not compute_levelset(np.zeros((6, 6, 6))).any()
+    full = compute_levelset(np.ones((6, 6, 6)))
+    assert np.isfinite(full).all() and full.max() <= 0
+
+
+def test_properties_on_real_la_crops(la_root):
+    from dtc_training import la
+
+    rng = np.random.default_rng(0)
+    for case_id in la.read_case_list(la_root)[:3]:
+        _, label = la.read_case(la_root, case_id)
+        x, y = (rng.integers(0, s - p) for s, p in zip(label.shape[:2], (112, 112)))
+        crop = label[x:x + 112, y:y + 112, 4:84]
+        levelset = compute_levelset(crop)
+        inside = crop.astype(bool)
+        assert levelset.min() == pytest.approx(-1) and levelset.max() == pytest.approx(1)
+        assert (levelset[~inside] > 0).all()
+        boundary = levelset[inside] == 0
+        assert 0 < boundary.mean() < 0.5  # the inner shell only
+        assert (levelset[inside][~boundary] < 0).all()

@@ -1,0 +1,95 @@
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from dtc_training.levelset import compute_levelset
+from dtc_training.sampling import IterationBatches, draw_cases
+from dtc_training.transforms import training_augmentation
+
+
+def coded_case(shape, name, seed):
+    """An image that encodes each voxel's original position, so any transform can be traced back."""
+    rng = np.random.default_rng(seed)
+    label = (rng.random(shape) > 0.7).astype(np.uint8)
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    return {"name": name, "image": image, "label": label}
+
+
+def batches(n_lab=3, n_unl=5, **kw):
+    shape = (20, 18, 12)
+    labeled = [coded_case(shape, f"l{i}", i) for i in range(n_lab)]
+    unlabeled = [{k: v for k, v in coded_case(shape, f"u{i}", 10 + i).items() if k != "label"} for i in range(n_unl)]
+    for i, c in enumerate(unlabeled):
+        c["image"] = c["image"] + 1e6 * (i + 1)  # tell unlabeled cases apart from labeled ones
+    args = dict(labeled_batch=2, unlabeled_batch=2, patch_size=(16, 16, 8), seed=7, iterations=100)
+    args.update(kw)
+    return IterationBatches(labeled, unlabeled, **args), labeled, unlabeled
+
+
+def test_batch_holds_labeled_items_first_then_unlabeled():
+    ds, labeled, unlabeled = batches()
+    b = ds[5]
+    assert b["image"].shape == (4, 1, 16, 16, 8)
+    assert b["label"].shape == b["levelset"].shape == (2, 1, 16, 16, 8)
+    assert (b["image"][:2] < 1e6).all() and (b["image"][2:] >= 1e6).all()
+
+
+def test_every_case_once_per_epoch_and_ranks_do_not_overlap():
+    slots = range(0, 15)
+    assert Counter(draw_cases(5, slots, seed=1, stream=0)) == Counter({i: 3 for i in range(5)})
+    for epoch in range(3):
+        assert sorted(draw_cases(5, range(5 * epoch, 5 * epoch + 5), 1, 0)) == list(range(5))
+    rank0 = draw_cases(6, range(0, 2), 1, 0) + draw_cases(6, range(4, 6), 1, 0)
+    rank1 = draw_cases(6, range(2, 4), 1, 0)
+    assert not set(rank0) & set(rank1)
+
+
+def test_batches_are_a_pure_function_of_the_iteration():
+    a, _, _ = batches()
+    b, _, _ = batches()
+    assert np.array_equal(a[17]["image"], b[17]["image"])
+    assert not np.array_equal(a[17]["image"], a[18]["image"])
+
+
+def test_label_and_levelset_move_with_the_image():
+    ds, labeled, _ = batches()
+    positions = {c["name"]: c for c in labeled}
+    for t in range(10):
+        b = ds[t]
+        for j in range(2):
+            codes = b["image"][j, 0].numpy().astype(np.int64)
+            # which labeled case the crop came from: the one whose codes sit where the labels say
+            source = next(c for c in labeled if np.array_equal(
+                c["label"].reshape(-1)[codes.reshape(-1)], b["label"][j, 0].numpy().reshape(-1)))
+            assert source["name"] in positions
+            np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()))
+
+
+def test_rotation_covers_k0_to_k3_and_flips_only_x_or_y():
+    shape = (16, 16, 8)
+    image = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    transform = training_augmentation(shape, labeled=False)
+    seen = Counter()
+    for seed in range(200):
+        transform.set_random_state(seed=seed)
+        out = np.asarray(transform({"image": image[None]})["image"])[0]
+        assert np.array_equal(np.sort(out[:, :, 0].ravel()), np.sort(image[:, :, 0].ravel()))  # z is neither rotated nor flipped
+        for k in range(4):
+            for axis in (0, 1):
+                if np.array_equal(out, np.flip(np.rot90(image, k, axes=(0, 1)), axis)):
+                    seen[(k, axis)] += 1
+    # flips make (k, axis) and (k+2, 1-axis) identical, so count the distinct results
+    assert len(seen) == 8 and sum(seen.values()) >= 200
+
+
+def test_volume_smaller_than_the_patch_is_zero_padded():
+    ds, _, _ = batches(patch_size=(32, 32, 16))
+    b = ds[0]
+    assert b["image"].shape == (4, 1, 32, 32, 16)
+    assert (b["image"][0, 0] == 0).sum() >= 32 * 32 * 16 - 20 * 18 * 12
+
+
+def test_supervised_only_when_there_is_no_unlabeled_case():
+    ds, _, _ = batches(n_unl=0)
+    assert ds[0]["image"].shape[0] == 2

@@ -1,0 +1,78 @@
+"""The real `dtc train` CLI on phantoms: learning, resume, graceful stop."""
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from conftest import TINY, events, run_dtc
+from dtc_training.cli import EXIT_INTERRUPTED
+from dtc_training.model_io import load_model
+
+
+def test_short_training_learns_and_writes_a_loadable_model(phantoms, tmp_path):
+    proc = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--iterations", 60, "--val-every", 30, *TINY)
+    progress = events(proc.stdout, "progress")
+    assert [p["iteration"] for p in progress] == list(range(1, 61))
+    assert {"loss", "loss_dice", "loss_levelset", "loss_consistency", "lr", "it_per_s", "eta_s"} <= set(progress[0])
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(phantoms.parent / "labels/phantom_007.nrrd")))
+    fraction = label.mean()
+    chance = 2 * fraction / (1 + fraction)  # Dice of calling everything foreground
+    dice = events(proc.stdout, "validation")[-1]["dice"]
+    assert dice > 0.4 and dice > 5 * chance
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["n_filters"] == 4 and meta["patch_size"] == [32, 32, 32] and meta["spacing"] is None
+    assert meta["data"]["labeled"] == 3 and meta["data"]["unlabeled"] == 3 and meta["label_name"] == "Left atrium"
+    assert (tmp_path / "progress.jsonl").read_text().count('"event": "progress"') == 60
+
+
+def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(phantoms, tmp_path):
+    whole = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "whole", "--iterations", 4, *TINY)
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--iterations", 2, *TINY)
+    # resumed with a DataLoader worker: batches do not depend on the worker layout
+    resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--resume", "--iterations", 4,
+                      "--workers", 1, "--progress", "json")
+    expected = {p["iteration"]: p["loss"] for p in events(whole.stdout, "progress")}
+    got = {p["iteration"]: p["loss"] for p in events(resumed.stdout, "progress")}
+    assert list(got) == [3, 4]
+    assert got[3] == pytest.approx(expected[3], rel=1e-5) and got[4] == pytest.approx(expected[4], rel=1e-5)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
+def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
+    child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
+                              str(tmp_path), "--iterations", "1000", *map(str, TINY)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:  # wait for training to be under way
+        if '"event": "progress"' in line:
+            break
+    if how == "SIGTERM":
+        child.send_signal(signal.SIGTERM)
+    else:
+        (tmp_path / "STOP").touch()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == EXIT_INTERRUPTED, err
+    stopped = events(out, "stopped")[0]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["iteration"] == stopped["iteration"] < 1000
+    assert not (tmp_path / "model.pt").exists()
+    resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume", "--iterations",
+                      stopped["iteration"] + 1, "--progress", "json")
+    assert events(resumed.stdout, "progress")[0]["iteration"] == stopped["iteration"] + 1
+    assert (tmp_path / "model.pt").exists()
+
+
+def test_la_layout_loads_the_standard_split(la_root, tmp_path):
+    from dtc_training.data import load_la
+
+    data = load_la(la_root, labeled=2, unlabeled=1, holdout=1, spacing=(1.25, 1.25, 1.25))
+    assert [len(data.labeled), len(data.unlabeled), len(data.validation)] == [2, 1, 1]
+    assert data.labeled[0]["name"] == (la_root / "train.list").read_text().split()[0]
+    x, y, z = data.labeled[0]["image"].shape
+    assert z == 44 and data.labeled[0]["label"].shape == (x, y, z)  # 88 slices at half resolution
+    assert set(np.unique(data.labeled[0]["label"])) == {0, 1}

@@ -1,0 +1,132 @@
+"""Every bad input to `dtc train` is reported before training starts, naming the file and the problem."""
+import json
+import os
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import TINY, events, run_dtc
+from dtc_training.cli import EXIT_BAD_INPUT
+
+
+def write(path, array, spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0), vector=False):
+    image = sitk.GetImageFromArray(array, isVector=vector)
+    image.SetSpacing(spacing[: image.GetDimension()])
+    image.SetOrigin(origin[: image.GetDimension()])
+    sitk.WriteImage(image, str(path))
+    return path.name
+
+
+def case(tmp_path, name, label=None, image=None, **kw):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(20, 36, 36)).astype(np.float32) if image is None else image
+    if label is None:
+        label = np.zeros((20, 36, 36), np.uint8)
+        label[5:15, 10:25, 10:25] = 1
+    return {"image": write(tmp_path / f"{name}.nrrd", image, **kw),
+            "label": write(tmp_path / f"{name}_label.nrrd", label, **kw)}
+
+
+def train(tmp_path, labeled, unlabeled=(), out=None, extra=()):
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(json.dumps({"labeled": labeled, "unlabeled": list(unlabeled)}))
+    return run_dtc("train", "--datalist", datalist, "-o", out or tmp_path / "run", "--iterations", 1, *TINY,
+                   *extra, check=False)
+
+
+def assert_refused(proc, *fragments):
+    assert proc.returncode == EXIT_BAD_INPUT, proc.stderr
+    assert not events(proc.stdout, "progress"), "training must not start"
+    for fragment in fragments:
+        assert fragment in proc.stderr, proc.stderr
+
+
+def test_all_missing_files_are_listed_at_once(tmp_path):
+    good = case(tmp_path, "good")
+    proc = train(tmp_path, [good, {"image": "nope1.nrrd", "label": "nope2.nrrd"}], ["nope3.nii.gz"])
+    assert_refused(proc, "nope1.nrrd: file not found", "nope2.nrrd: file not found", "nope3.nii.gz: file not found")
+
+
+def test_unreadable_file(tmp_path):
+    (tmp_path / "junk.nrrd").write_text("not an image")
+    proc = train(tmp_path, [case(tmp_path, "a")], ["junk.nrrd"])
+    assert_refused(proc, "junk.nrrd: not a readable image")
+
+
+def test_shape_and_geometry_mismatch(tmp_path):
+    a = case(tmp_path, "a")
+    b = case(tmp_path, "b")
+    write(tmp_path / b["label"], np.zeros((20, 36, 30), np.uint8))
+    c = case(tmp_path, "c")
+    write(tmp_path / c["label"], np.ones((20, 36, 36), np.uint8), origin=(5, 0, 0))
+    proc = train(tmp_path, [a, b, c])
+    assert_refused(proc, "b_label.nrrd: label geometry", "c_label.nrrd: label geometry", "2 problems")
+
+
+def test_nan_and_inf_voxels(tmp_path):
+    image = np.zeros((20, 36, 36), np.float32)
+    image[3, 4, 5] = np.nan
+    image[1, 1, 1] = np.inf
+    proc = train(tmp_path, [case(tmp_path, "a", image=image)])
+    assert_refused(proc, "a.nrrd: 2 voxels are NaN or Inf")
+
+
+def test_non_3d_and_multi_component_images(tmp_path):
+    flat = write(tmp_path / "flat.nrrd", np.zeros((36, 36), np.float32))
+    rgb = write(tmp_path / "rgb.nrrd", np.zeros((20, 36, 36, 3), np.uint8), vector=True)
+    proc = train(tmp_path, [case(tmp_path, "a")], [flat, rgb])
+    assert_refused(proc, "flat.nrrd: image is 2D", "rgb.nrrd: image has 3 components")
+
+
+def test_no_labeled_case(tmp_path):
+    a = case(tmp_path, "a")
+    proc = train(tmp_path, [], [a["image"]])
+    assert_refused(proc, "no labeled case")
+
+
+def test_several_label_values_need_a_chosen_foreground(tmp_path):
+    label = np.zeros((20, 36, 36), np.uint8)
+    label[2:8, 5:20, 5:20], label[10:15, 5:20, 5:20] = 1, 2
+    proc = train(tmp_path, [case(tmp_path, "a", label=label)])
+    assert_refused(proc, "a_label.nrrd: label has several foreground values [1, 2]")
+    proc = train(tmp_path, [case(tmp_path, "a", label=label)], extra=["--foreground-value", 2])
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_empty_label_and_small_volumes_are_allowed_with_warnings(tmp_path):
+    empty = case(tmp_path, "empty", label=np.zeros((20, 36, 36), np.uint8))
+    proc = train(tmp_path, [empty, case(tmp_path, "b")])
+    assert proc.returncode == 0, proc.stderr
+    assert "empty_label.nrrd: label has no foreground" in proc.stderr
+    assert "smaller than the patch" in proc.stderr  # 20 slices < 32: zero-padded
+    assert events(proc.stdout, "done")
+
+
+def test_label_values_0_255_are_binarised(tmp_path):
+    label = np.zeros((20, 36, 36), np.uint8)
+    label[5:15, 10:25, 10:25] = 255
+    proc = train(tmp_path, [case(tmp_path, "a", label=label)])
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; covered by the file-in-the-way case")
+def test_unwritable_output_folder(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert_refused(train(tmp_path, [case(tmp_path, "a")], out=locked / "run"), "not writable")
+
+
+def test_output_path_blocked_by_a_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    assert_refused(train(tmp_path, [case(tmp_path, "a")], out=tmp_path / "file" / "run"), "not writable")
+
+
+def test_the_same_image_labeled_and_unlabeled(tmp_path):
+    a = case(tmp_path, "a")
+    assert_refused(train(tmp_path, [a], [a["image"]]), "a.nrrd: listed both as labeled and as unlabeled")
+
+
+def test_resume_without_checkpoint(tmp_path):
+    proc = run_dtc("train", "--datalist", tmp_path / "x.json", "-o", tmp_path / "none", "--resume", check=False)
+    assert_refused(proc, "checkpoint.pt: no checkpoint to resume from")
