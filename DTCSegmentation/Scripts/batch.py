@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-largest-component", action="store_true")
     s.add_argument("--timeout", type=float, default=None, help="seconds per input")
     t = sub.add_parser("train", help="train a model from labeled and unlabeled volume files")
-    t.add_argument("--labeled", nargs="+", required=True, metavar="IMAGE:LABEL")
+    t.add_argument("--labeled", nargs="+", default=[], metavar="IMAGE:LABEL")
     t.add_argument("--unlabeled", nargs="*", default=[], metavar="IMAGE")
     t.add_argument("-o", "--output", type=Path, required=True, help="training run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
@@ -112,6 +112,8 @@ def _train(args) -> int:
         if args.resume:
             job = logic.resume(TrainingJob(args.output, args.output / "data" / "datalist.json", params, state="stopped"))
         else:
+            if not args.labeled:
+                raise ValueError("give --labeled IMAGE:LABEL ... (or --resume)")
             pairs = []
             for item in args.labeled:
                 image, sep, label = item.rpartition(":")
