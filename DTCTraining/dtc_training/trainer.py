@@ -1,9 +1,12 @@
 """The DTC training loop: one readable loop over iteration-indexed batches, with checkpoints that
-make every run resumable and a graceful stop on SIGTERM/SIGINT or a STOP file."""
+make every run resumable and a graceful stop on SIGTERM/SIGINT or a STOP file. Under torchrun every rank
+runs this loop on its own share of each global batch (DistributedDataParallel, see `distributed`); rank 0
+alone writes progress, checkpoints and the model, and the ranks agree each iteration on whether to stop."""
 from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
 import warnings
 from contextlib import nullcontext
@@ -13,10 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from . import __version__
+from . import __version__, distributed
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
+from .distributed import DistributedError, World
+from .errors import InputError
 from .files import atomic_json_save
 from .losses import DTCLoss
 from .model import DualTaskVNet
@@ -27,6 +32,7 @@ from .validation import validation_dice
 
 MODEL_NAME = "model.pt"
 STOP_FILE = "STOP"  # creating it asks a running training to checkpoint and exit (works on every OS)
+STOP_REASONS = (STOP_FILE, "SIGTERM", "SIGINT")
 
 
 class StopRequest:
@@ -72,10 +78,28 @@ def _default_workers() -> int:
 
 def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = False,
           progress_mode: str = "auto") -> int:
-    """Train (or resume) a DTC model in `out_dir`; returns the CLI exit code."""
+    """Train (or resume) a DTC model in `out_dir`; returns the CLI exit code. Started by torchrun, every
+    rank calls this and joins the process group first; a lost peer ends it with a message, not a hang."""
+    from .cli import EXIT_ERROR
+
+    try:
+        world = distributed.setup(select_device(cfg.device))
+        with world.failures_explained():
+            code = _train(cfg, data, out_dir, resume, progress_mode, world)
+    except DistributedError as e:
+        print(f"dtc train: error: {e}", file=sys.stderr, flush=True)
+        return EXIT_ERROR
+    world.close()
+    return code
+
+
+def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, progress_mode: str,
+           world: World) -> int:
     from .cli import EXIT_INTERRUPTED, EXIT_OK
 
-    device = select_device(cfg.device)
+    device = world.device
+    if cfg.sync_batchnorm and world.size > 1 and device.type != "cuda":
+        raise InputError("--sync-batchnorm: PyTorch's SyncBatchNorm works on CUDA devices only")
     checkpoint_path = out_dir / CHECKPOINT_NAME
     state = load_checkpoint(checkpoint_path) if resume else None
     torch.manual_seed(cfg.seed)
@@ -92,34 +116,40 @@ def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = Fa
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
-        start = state["iteration"]
+        start = state["iteration"]  # global iterations: a different number of ranks just continues
+    if world.rank:  # its own dropout masks; its weights come from rank 0 when DDP wraps the model
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, world.rank, start]).generate_state(1)[0]))
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
+    net = world.wrap(model, cfg.sync_batchnorm)  # `net` trains; `model` (the same weights) is saved
     loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step)
 
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
-                               cfg.patch_size, cfg.seed, cfg.iterations)
+                               cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint if workers else None,
                         # its own generator, so the loader never draws from the RNG that dropout uses
                         generator=torch.Generator().manual_seed(cfg.seed))
-    progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode)
-    atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "dtc_training_version": __version__},
-                     out_dir / "train_config.json")
+    progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode, enabled=world.is_main)
+    if world.is_main:
+        atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "ranks": world.size,
+                          "dtc_training_version": __version__}, out_dir / "train_config.json")
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
-                  workers=workers, resumed=resume, **data.summary())
+                  workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
+    check_every = distributed.check_replicas_every() if world.size > 1 else 0
     stop = StopRequest(out_dir / STOP_FILE)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     def checkpoint(iteration: int) -> Path:
-        path = save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary())
-        progress.emit("checkpoint", iteration=iteration, path=str(path))
-        return path
+        if world.is_main:
+            save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary())
+            progress.emit("checkpoint", iteration=iteration, path=str(checkpoint_path))
+        return checkpoint_path
 
     val_dice, t0, done = None, time.perf_counter(), start
     try:
-        model.train()
+        net.train()
         for batch in loader:
             iteration = batch["iteration"]
             for group in optimizer.param_groups:
@@ -128,7 +158,7 @@ def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = Fa
             if device.type == "cuda":
                 image = image.contiguous(memory_format=torch.channels_last_3d)
             with autocast:
-                seg_logits, levelset = model(image)
+                seg_logits, levelset = net(image)
             terms = loss_fn(seg_logits, levelset, batch["label"].to(device, non_blocking=True),
                             batch["levelset"].to(device, non_blocking=True), cfg.labeled_batch, iteration)
             optimizer.zero_grad(set_to_none=True)
@@ -136,33 +166,52 @@ def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = Fa
             optimizer.step()
 
             done = iteration + 1
+            terms, reason = _agree(world, terms, stop.requested)
             rate = (done - start) / (time.perf_counter() - t0)
-            progress.emit("progress", iteration=done, total=cfg.iterations,
-                          **{k: float(v) for k, v in terms.items()}, lr=cfg.lr_at(iteration),
+            progress.emit("progress", iteration=done, total=cfg.iterations, **terms, lr=cfg.lr_at(iteration),
                           it_per_s=round(rate, 4), eta_s=round((cfg.iterations - done) / rate, 1))
+            if check_every and done % check_every == 0:
+                progress.emit("replicas", iteration=done, weights=world.check_replicas(model, done))
             if data.validation and cfg.val_every and done % cfg.val_every == 0 and done < cfg.iterations:
-                val_dice = _validate(model, data, cfg, device, progress, done)
-            reason = stop.requested
+                val_dice = _validate(model, data, cfg, world, progress, done)
             if reason or done % cfg.checkpoint_every == 0:
                 path = checkpoint(done)
                 if reason:
                     progress.emit("stopped", iteration=done, checkpoint=str(path), reason=reason)
+                    world.barrier()  # no rank exits before rank 0 has written the checkpoint
                     return EXIT_INTERRUPTED
         if done % cfg.checkpoint_every:
             checkpoint(done)
         if data.validation:
-            val_dice = _validate(model, data, cfg, device, progress, done)
-        model_path = save_model(out_dir / MODEL_NAME, model, _metadata(cfg, data, done, val_dice))
-        progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice)
+            val_dice = _validate(model, data, cfg, world, progress, done)
+        if world.is_main:
+            model_path = save_model(out_dir / MODEL_NAME, model, _metadata(cfg, data, done, val_dice))
+            progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice)
+        world.barrier()
         return EXIT_OK
     finally:
         stop.restore()
         progress.close()
 
 
-def _validate(model, data, cfg, device, progress, iteration) -> float:
+def _agree(world: World, terms: dict, reason: str | None) -> tuple[dict, str | None]:
+    """The loss terms averaged over the ranks, and a stop reason if any rank has one, so that all ranks
+    stop after the same iteration (a rank leaving alone would leave the others waiting for it)."""
+    names = list(terms)
+    values = world.sum([float(torch.as_tensor(terms[k]).detach()) for k in names] +
+                       [float(reason == r) for r in STOP_REASONS])
+    reasons = [r for r, n in zip(STOP_REASONS, values[len(names):]) if n]
+    return {k: v / world.size for k, v in zip(names, values)}, (reason or (reasons[0] if reasons else None))
+
+
+def _validate(model, data, cfg, world: World, progress, iteration) -> float:
+    """Mean validation Dice; the ranks share the cases, all using rank 0's batch-norm statistics."""
     model.eval()
-    dice = validation_dice(model, data.validation, cfg.patch_size, device)
+    world.broadcast_buffers(model)
+    mine = data.validation[world.rank::world.size]
+    dice = validation_dice(model, mine, cfg.patch_size, world.device) if mine else 0.0
+    if world.size > 1:
+        dice = world.sum([dice * len(mine)])[0] / len(data.validation)
     model.train()
     progress.emit("validation", iteration=iteration, dice=round(dice, 5))
     return dice
