@@ -125,8 +125,9 @@ def test_two_ranks_learn_like_one_rank_with_the_same_global_batch(two_ranks, pha
     ratio = (step2.norm() / step1.norm()).item()
     print(f"first loss 1 rank {loss1[0]:.4f}, 2 ranks {loss2[0]:.4f}; weight change: cosine {cosine:.3f}, "
           f"norm ratio {ratio:.3f}")
+    # measured: cosine 0.77, ratio 1.54 (per-rank Dice of 1 labeled item and 2-item BatchNorm push harder)
     assert cosine > 0.5, cosine  # unrelated updates would give about 0
-    assert 0.5 < ratio < 2
+    assert 0.4 < ratio < 2.5, ratio
 
 
 def test_a_stop_on_one_rank_stops_all_and_resumes_with_another_world_size(phantoms, tmp_path):
