@@ -110,21 +110,25 @@ def official_plan(shape: Sequence[int], patch: Sequence[int]) -> WindowPlan:
 
 
 def fast_plan(shape: Sequence[int], patch: Sequence[int], max_voxels: int) -> WindowPlan:
-    """Fewest computed voxels with windows of at most `max_voxels`: each axis is cut into n windows
-    overlapping by FAST_OVERLAP voxels, sides rounded up to multiples of 16 and at least the patch."""
+    """Fewest computed voxels with windows of at most `max_voxels`. Window sides are multiples of 16,
+    at least the patch; neighbouring windows overlap by FAST_OVERLAP voxels (at most half a window)."""
     shape = [max(int(s), int(p)) for s, p in zip(shape, patch)]
+    per_axis = []  # (side, windows along the axis) candidates
+    for size, p in zip(shape, patch):
+        sides = range(_round_up(p), _round_up(size) + 1, DIVISOR)
+        per_axis.append([(r, _windows_along(size, r, r - min(FAST_OVERLAP, r // 2))) for r in sides])
     best = None
-    for counts in product(*(range(1, math.ceil(s / max(p - FAST_OVERLAP, DIVISOR)) + 2) for s, p in zip(shape, patch))):
-        roi = [_round_up(max(p, math.ceil((s + (n - 1) * FAST_OVERLAP) / n))) for s, p, n in zip(shape, patch, counts)]
+    for choice in product(*per_axis):
+        roi, counts = [r for r, _ in choice], [n for _, n in choice]
         size = math.prod(roi)
         # Among windows that fit, the fewest computed voxels; if none fits, the smallest window.
-        key = (0, math.prod(n * r for n, r in zip(counts, roi))) if size <= max_voxels else (1, size)
+        key = (0, math.prod(n * r for n, r in choice), math.prod(counts)) if size <= max_voxels else (1, size, 0)
         if best is None or key < best[0]:
             best = (key, roi, counts)
     _, roi, counts = best
     intervals = [r if n == 1 else math.ceil((s - r) / (n - 1)) for s, r, n in zip(shape, roi, counts)]
     overlap = tuple(_overlap_for_interval(r, i) for r, i in zip(roi, intervals))
-    windows = math.prod(_windows_along(s, r, i) for s, r, i in zip(shape, roi, intervals))
+    windows = math.prod(_windows_along(s, r, i) for s, r, i in zip(shape, roi, intervals))  # MONAI's count
     batch = max(1, min(windows, max_voxels // math.prod(roi)))
     return WindowPlan(tuple(roi), overlap, windows, "gaussian" if windows > 1 else "constant", batch)
 
