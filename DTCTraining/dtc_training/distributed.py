@@ -88,11 +88,13 @@ class World:
         return nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
-    def sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum of `values` over all ranks."""
+    def sum(self, values: list) -> list[float]:
+        """Element-wise sum over all ranks of `values` (numbers or one-element tensors), as floats; one
+        exchange and one device-to-host copy, however many values."""
         if not self.distributed:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device())
+            return [float(torch.as_tensor(v).detach()) for v in values]
+        t = torch.stack([torch.as_tensor(v).detach().to(self._comm_device(), torch.float64).reshape(())
+                         for v in values])
         dist.all_reduce(t)
         return t.tolist()
 

@@ -198,8 +198,7 @@ def _agree(world: World, terms: dict, reason: str | None) -> tuple[dict, str | N
     """The loss terms averaged over the ranks, and a stop reason if any rank has one, so that all ranks
     stop after the same iteration (a rank leaving alone would leave the others waiting for it)."""
     names = list(terms)
-    values = world.sum([float(torch.as_tensor(terms[k]).detach()) for k in names] +
-                       [float(reason == r) for r in STOP_REASONS])
+    values = world.sum([terms[k] for k in names] + [float(reason == r) for r in STOP_REASONS])
     reasons = [r for r, n in zip(STOP_REASONS, values[len(names):]) if n]
     return {k: v / world.size for k, v in zip(names, values)}, (reason or (reasons[0] if reasons else None))
 
