@@ -78,6 +78,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
         check_image(image, name)
         check_finite(sitk.GetArrayViewFromImage(image), name)
 
+    if min(image.GetSize()) < 2:
+        raise VolumeError(f"{name}: volume of size {image.GetSize()} is a single slice; a 3D volume is needed")
     grid, target = image, model.meta.get("spacing")
     resampled = target is not None and not np.allclose(image.GetSpacing(), target, rtol=1e-4)
     if resampled:
@@ -136,7 +138,10 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
     for path in map(Path, paths):
         if not path.exists():
             raise VolumeError(f"{path}: file not found")
-        if path.is_dir() and not sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path)):
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path)) if path.is_dir() else ()
+        if len(series) > 1:
+            raise VolumeError(f"{path}: folder holds {len(series)} DICOM series; give a folder with one series")
+        if path.is_dir() and not series:
             found = sorted(p for p in path.iterdir() if p.is_file() and image_suffix(p) in IMAGE_SUFFIXES)
             if not found:
                 raise VolumeError(f"{path}: folder holds neither a DICOM series nor volume files ({', '.join(IMAGE_SUFFIXES)})")
