@@ -6,9 +6,10 @@ held-out cases with and without largest-component post-processing.
     python benchmarks/la_accuracy.py --protocol full --seeds 1337          # the paper's setting, one GPU
 
 Protocols:
-- lite: volumes resampled to 1.25 mm (half resolution), patch 64x64x48, VNet with 8 filters, 600
-  iterations, the lr step and the consistency ramp shortened in proportion (lr x0.1 at 250 and 500, ramp
-  over 600 iterations); evaluation at the original 0.625 mm, the model resampling in and out.
+- lite: volumes resampled to 1.875 mm (a third of the resolution: about 60-80 x 44-53 x 29 voxels), patch
+  48x48x32 (the official 112x112x80 field of view scaled alike, rounded to multiples of 16), VNet with 8
+  filters, 500 iterations, the lr step and the consistency ramp shortened in proportion (lr x0.1 at 200 and
+  400, ramp over 480 iterations); evaluation at the original 0.625 mm, the model resampling in and out.
 - full: the official configuration (0.625 mm, 112x112x80, 16 filters, 6000 iterations), official window grid.
 Methods: `dtc` (16 labeled + 48 unlabeled, the DTC loss) and `supervised` (the same 16 labeled cases alone,
 Dice loss only: the paper's V-Net baseline), same seed and iteration budget.
@@ -29,8 +30,8 @@ HERE = Path(__file__).resolve().parent
 SPLITS = HERE / "splits"
 
 PROTOCOLS = {
-    "lite": ["--spacing", "1.25", "1.25", "1.25", "--patch", "64", "64", "48", "--n-filters", "8",
-             "--iterations", "600", "--lr-step", "250", "--rampup-step", "15"],
+    "lite": ["--spacing", "1.875", "1.875", "1.875", "--patch", "48", "48", "32", "--n-filters", "8",
+             "--iterations", "500", "--lr-step", "200", "--rampup-step", "12"],
     "full": [],
 }
 EVALUATION_MODE = {"lite": "fast", "full": "official"}

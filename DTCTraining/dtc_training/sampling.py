@@ -1,6 +1,6 @@
 """Which cases feed which iteration. Batch t is a pure function of (seed, t, rank): labeled and
 unlabeled cases each come from a fresh permutation every epoch (no case repeats within an epoch, also
-across ranks), and the augmentation of every item is seeded by its position. Resuming at iteration t,
+across ranks), and the augmentation of every item is seeded by its global sample position. Resuming at iteration t,
 with any number of DataLoader workers or ranks, therefore sees exactly the batches an uninterrupted run
 would have seen."""
 from __future__ import annotations
@@ -45,20 +45,20 @@ class IterationBatches(Dataset):
         start = (iteration * self.world_size + self.rank) * per_rank
         return range(start, start + per_rank)
 
-    def _augment(self, transform, case: dict, iteration: int, stream: int, slot: int) -> dict:
-        transform.set_random_state(seed=int(np.random.SeedSequence([self.seed, iteration, stream, slot, self.rank])
-                                            .generate_state(1)[0]))
+    def _augment(self, transform, case: dict, stream: int, position: int) -> dict:
+        # Seeded by the global sample position: the same items whatever the number of ranks or workers.
+        transform.set_random_state(seed=int(np.random.SeedSequence([self.seed, stream, position]).generate_state(1)[0]))
         return transform({k: v[None] for k, v in case.items() if k in ("image", "label")})
 
     def __getitem__(self, iteration: int) -> dict:
         items = []
         lab_slots = self._slots(iteration, self.labeled_batch)
-        for slot, i in enumerate(draw_cases(len(self.labeled), lab_slots, self.seed, LABELED)):
-            items.append(self._augment(self.augment_labeled, self.labeled[i], iteration, LABELED, slot))
+        for position, i in zip(lab_slots, draw_cases(len(self.labeled), lab_slots, self.seed, LABELED)):
+            items.append(self._augment(self.augment_labeled, self.labeled[i], LABELED, position))
         if self.unlabeled_batch and self.unlabeled:
             unl_slots = self._slots(iteration, self.unlabeled_batch)
-            for slot, i in enumerate(draw_cases(len(self.unlabeled), unl_slots, self.seed, UNLABELED)):
-                items.append(self._augment(self.augment_unlabeled, self.unlabeled[i], iteration, UNLABELED, slot))
+            for position, i in zip(unl_slots, draw_cases(len(self.unlabeled), unl_slots, self.seed, UNLABELED)):
+                items.append(self._augment(self.augment_unlabeled, self.unlabeled[i], UNLABELED, position))
         stack = lambda key, part: torch.as_tensor(np.stack([np.asarray(d[key]) for d in part])).float()
         n_lab = self.labeled_batch
         return {

@@ -93,3 +93,13 @@ def test_volume_smaller_than_the_patch_is_zero_padded():
 def test_supervised_only_when_there_is_no_unlabeled_case():
     ds, _, _ = batches(n_unl=0)
     assert ds[0]["image"].shape[0] == 2
+
+
+def test_two_ranks_together_draw_the_items_of_one_rank_with_the_global_batch():
+    whole, _, _ = batches(labeled_batch=2, unlabeled_batch=2)
+    halves = [batches(labeled_batch=1, unlabeled_batch=1, rank=r, world_size=2)[0] for r in (0, 1)]
+    for t in (0, 9):
+        split = [h[t] for h in halves]
+        assert np.array_equal(whole[t]["label"], np.concatenate([s["label"] for s in split]))
+        unlabeled = np.concatenate([s["image"][1:] for s in split])
+        assert np.array_equal(whole[t]["image"][2:], unlabeled)
