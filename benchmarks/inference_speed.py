@@ -1,0 +1,145 @@
+"""Inference speed: `official` vs the default `fast` mode on one LA-sized volume with the same weights,
+plus one plain forward pass over the whole padded volume and a clinical full field of view (576x576x88 at
+0.625 mm) in fast mode. Each measurement runs in its own process, so peak RSS is its own.
+
+    python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
+    python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
+
+Prints a JSON summary: wall time, peak RSS, Dice between the official and fast labels."""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dtc_training import la
+from dtc_training.infer import Model, segment
+from dtc_training.model import DualTaskVNet
+from dtc_training.model_io import load_model, save_model
+
+DEFAULT_LA = Path(__file__).resolve().parents[2] / "shared" / "data" / "LA"
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+
+
+def volume(args) -> np.ndarray:
+    image, _ = la.read_case(args.la_root, args.case or la.read_case_list(args.la_root)[-1])
+    if args.clinical:  # the LA crop inside a 576x576 field of view, background continued with noise
+        field = np.random.default_rng(0).normal(-0.5, 0.3, (576, 576, image.shape[2])).astype(np.float32)
+        x0, y0 = (576 - image.shape[0]) // 2, (576 - image.shape[1]) // 2
+        field[x0:x0 + image.shape[0], y0:y0 + image.shape[1]] = image
+        return field
+    return image
+
+
+def worker(args) -> dict:
+    """One measurement in this process: `official`, `fast` or `plain` (one eval forward, whole volume)."""
+    torch.set_num_threads(args.threads) if args.threads else None
+    array = volume(args)
+    started = time.perf_counter()
+    if args.worker == "plain":
+        net, meta = load_model(args.model)
+        size = [max(-(-s // 16) * 16, p) for s, p in zip(array.shape, meta["patch_size"])]
+        padded = np.zeros(size, np.float32)
+        padded[tuple(slice(0, s) for s in array.shape)] = array
+        with torch.no_grad():
+            net(torch.from_numpy(padded)[None, None])
+        info = {"window": size}
+    else:
+        model = Model.load(args.model, "cpu")
+        result = segment(array, model, mode=args.worker, spacing=la.SPACING, normalize=False)
+        np.save(args.out, result.label)
+        info = {k: result.info[k] for k in ("windows", "window")}
+    return {"mode": args.worker, "shape": list(array.shape), "seconds": round(time.perf_counter() - started, 2),
+            "peak_rss_gb": round(peak_rss_gb(), 2), **info}
+
+
+def run_worker(args, mode: str, out: Path, clinical: bool = False) -> dict:
+    command = [sys.executable, __file__, "--model", str(args.model), "--la-root", str(args.la_root),
+               "--worker", mode, "--out", str(out)] + (["--case", args.case] if args.case else []) + \
+              (["--clinical"] if clinical else []) + (["--threads", str(args.threads)] if args.threads else [])
+    record = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+    print(json.dumps(record), file=sys.stderr)
+    return record
+
+
+def fit_model(root: Path, iterations: int, out: Path) -> Path:
+    """Quick supervised fit of the full-size network (16 filters): soft Dice on the segmentation head,
+    Adam, batches of two 64x64x48 crops of the 16 labeled cases (70% centred on the atrium). Good enough
+    to give a real segmentation to compare modes on; not a DTC result. Saved with the official patch."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cases = [la.read_case(root, i) for i in la.read_case_list(root)[:16]]
+    net = DualTaskVNet(n_filters=16).train()
+    optimizer = torch.optim.Adam(net.parameters(), 1e-3)
+    crop = np.array([64, 64, 48])
+    for step in range(iterations):
+        images, labels = [], []
+        for image, label in (cases[i] for i in rng.integers(len(cases), size=2)):
+            centre = np.argwhere(label)[rng.integers(label.sum())] if rng.random() < 0.7 else \
+                rng.integers(crop // 2, np.array(image.shape) - crop // 2)
+            start = np.clip(centre - crop // 2, 0, np.array(image.shape) - crop)
+            window = tuple(slice(s, s + c) for s, c in zip(start, crop))
+            images.append(image[window]), labels.append(label[window])
+        x, y = torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels))[:, None].float()
+        prob = torch.sigmoid(net(x)[0])
+        loss = 1 - (2 * (prob * y).sum() + 1e-5) / ((prob ** 2).sum() + (y ** 2).sum() + 1e-5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % 10 == 0:
+            print(f"fit {step}/{iterations}: dice loss {loss.item():.3f}", file=sys.stderr, flush=True)
+    meta = {"n_filters": 16, "in_channels": 1, "patch_size": [112, 112, 80], "spacing": list(la.SPACING),
+            "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium",
+            "data": {"source": f"benchmarks/inference_speed.py --fit {iterations} (supervised Dice, 16 LA cases)"}}
+    return save_model(out, net, meta)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", type=Path)
+    p.add_argument("--fit", type=int, help="fit a model for this many iterations first (when no --model)")
+    p.add_argument("--la-root", type=Path, default=DEFAULT_LA)
+    p.add_argument("--case", help="LA case id (default: the last of train.list)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--worker", choices=["official", "fast", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--clinical", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        if args.model is None:
+            if not args.fit:
+                p.error("give --model, or --fit N to fit one")
+            args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"))
+        official = run_worker(args, "official", tmp / "official.npy")
+        fast = run_worker(args, "fast", tmp / "fast.npy")
+        plain = run_worker(args, "plain", tmp / "plain.npy")
+        clinical = run_worker(args, "fast", tmp / "clinical.npy", clinical=True)
+        a, b = np.load(tmp / "official.npy").astype(bool), np.load(tmp / "fast.npy").astype(bool)
+        dice = 2 * (a & b).sum() / max(a.sum() + b.sum(), 1)
+    summary = {
+        "model": str(args.model), "torch_threads": args.threads or torch.get_num_threads(),
+        "official": official, "fast": fast, "plain_forward": plain, "clinical_fast": clinical,
+        "speedup_fast_vs_official": round(official["seconds"] / fast["seconds"], 1),
+        "fast_vs_plain_forward": round(fast["seconds"] / plain["seconds"], 2),
+        "dice_official_vs_fast": round(float(dice), 5), "foreground_voxels": [int(a.sum()), int(b.sum())],
+    }
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
