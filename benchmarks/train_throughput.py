@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -25,15 +24,9 @@ from dtc_training.levelset import compute_levelset
 from dtc_training.losses import DTCLoss
 from dtc_training.model import DualTaskVNet
 from dtc_training.sampling import IterationBatches
-from dtc_training.trainer import select_device
+from dtc_training.trainer import peak_memory_mb, select_device
 
 HERE = Path(__file__).resolve().parent
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def official_style(args, device) -> dict:
@@ -70,10 +63,10 @@ def this_trainer(args) -> dict:
              "--iterations", str(args.warmup + args.iterations), "--device", args.device, "--progress", "json",
              "--workers", str(args.workers), "--checkpoint-every", "1000000"],
             capture_output=True, text=True, check=True)
-    stamps = [json.loads(line)["time"] for line in proc.stdout.splitlines() if '"event": "progress"' in line]
+    records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    stamps = [r["time"] for r in records if r["event"] == "progress"]
     rate = (len(stamps) - 1 - args.warmup) / (stamps[-1] - stamps[args.warmup])
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"it_per_s": rate, "peak_memory_mb": peak if "cpu" in proc.stdout.split("device")[1][:12] else None}
+    return {"it_per_s": rate, "peak_memory_mb": next(r for r in records if r["event"] == "done")["peak_memory_mb"]}
 
 
 def main() -> None:

@@ -72,6 +72,17 @@ def _ignore_sigint(_worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+def peak_memory_mb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated by tensors, or the main process's peak RSS on the CPU (None where unknown)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        import resource  # not on Windows
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
 def _default_workers() -> int:
     return min(4, max(1, (os.cpu_count() or 2) - 1))
 
@@ -186,7 +197,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             val_dice = _validate(model, data, cfg, world, progress, done)
         if world.is_main:
             model_path = save_model(out_dir / MODEL_NAME, model, _metadata(cfg, data, done, val_dice))
-            progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice)
+            progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice,
+                          peak_memory_mb=peak_memory_mb(device))
         world.barrier()
         return EXIT_OK
     finally:
