@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,11 @@ DEFAULT_LA = Path(__file__).resolve().parents[2] / "shared" / "data" / "LA"
 
 
 def peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent process.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6  # kB
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def volume(args) -> np.ndarray:
