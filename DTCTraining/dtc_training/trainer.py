@@ -220,7 +220,7 @@ def _validate(model, data, cfg, world: World, progress, iteration) -> float:
     model.eval()
     world.broadcast_buffers(model)
     mine = data.validation[world.rank::world.size]
-    dice = validation_dice(model, mine, cfg.patch_size, world.device) if mine else 0.0
+    dice = validation_dice(model, mine, cfg.patch_size, world.device, cfg.n_filters) if mine else 0.0
     if world.size > 1:
         dice = world.sum([dice * len(mine)])[0] / len(data.validation)
     model.train()
