@@ -33,7 +33,7 @@ demo: install
 	rm -rf $(DEMO)
 	$(BIN)/dtc make-phantoms -o $(DEMO)/phantoms --count 10 --labeled 3 --validation 2 --size 80 80 56 --seed 1
 	$(BIN)/dtc train --datalist $(DEMO)/phantoms/datalist.json -o $(DEMO)/run --iterations 150 \
-		--patch 48 48 48 --n-filters 8 --val-every 50 --progress bar
+		--patch 48 48 48 --n-filters 8 --val-every 50 --precise-bn 20 --progress bar
 	$(BIN)/dtc infer --model $(DEMO)/run/model.pt -o $(DEMO)/predictions \
 		$(DEMO)/phantoms/images/phantom_008.nrrd $(DEMO)/phantoms/images/phantom_009.nrrd
 	$(BIN)/dtc evaluate --pred $(DEMO)/predictions/phantom_008-label.nrrd $(DEMO)/predictions/phantom_009-label.nrrd --gt $(DEMO)/phantoms/labels/phantom_008.nrrd $(DEMO)/phantoms/labels/phantom_009.nrrd \

@@ -120,5 +120,5 @@ class ModelStore:
         """A model file path from a store name or a path."""
         path = Path(nameOrPath)
         if path.is_file():
-            return path
+            return path.resolve()  # the child process runs in another folder
         return self.get(str(nameOrPath)).path

@@ -30,6 +30,7 @@ class TrainConfig:
     spacing: list[float] | None = None  # resample to this spacing (mm); None keeps each volume's grid
     label_name: str = "Left atrium"
     sync_batchnorm: bool = False
+    precise_bn: int = 0  # batches for recomputing batch-norm statistics without dropout at the end (0: off)
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from . import __version__, distributed
+from .batchnorm import recalibrate_batchnorm
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
@@ -193,6 +194,9 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                     return EXIT_INTERRUPTED
         if done % cfg.checkpoint_every:
             checkpoint(done)
+        if cfg.precise_bn:  # batches after the last iteration: fresh items, the same for every run
+            recalibrate_batchnorm(model, (batches[cfg.iterations + i]["image"] for i in range(cfg.precise_bn)), device)
+            progress.emit("precise_bn", batches=cfg.precise_bn)
         if data.validation:
             val_dice = _validate(model, data, cfg, world, progress, done)
         if world.is_main:

@@ -7,7 +7,7 @@ from pathlib import Path
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
 
 # Options that `--resume` may change; everything else comes from the checkpoint's configuration.
-RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "amp")
+RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "amp", "precise_bn")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -44,6 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--checkpoint-every", type=int)
     cfg.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="resample to this spacing (mm)")
     cfg.add_argument("--label-name", help='name of the structure ("Left atrium")')
+    cfg.add_argument("--precise-bn", type=int, metavar="BATCHES",
+                     help="recompute batch-norm statistics without dropout over N batches at the end (0: off)")
     cfg.add_argument("--sync-batchnorm", action="store_true", default=None, help="SyncBatchNorm under torchrun")
 
 
