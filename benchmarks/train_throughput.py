@@ -29,11 +29,16 @@ from dtc_training.trainer import peak_memory_mb, select_device
 HERE = Path(__file__).resolve().parent
 
 
+def placeholder_levelset(data: dict) -> dict:
+    return {**data, "levelset": np.zeros_like(data["label"], dtype=np.float32)}
+
+
 def official_style(args, device) -> dict:
     """The official loop's shape: fp32, level sets of the labeled crops computed in the main process."""
     data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
     batches = IterationBatches(data.labeled, data.unlabeled, 2, 2, (112, 112, 80), seed=1337, iterations=10**6)
-    batches.augment_labeled.transforms = batches.augment_labeled.transforms[:-1]  # no level set in the loader
+    # The loader only reserves the level-set slot; the loop below computes it, serially, as the official code does.
+    batches.augment_labeled.transforms = (*batches.augment_labeled.transforms[:-1], placeholder_levelset)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=args.workers)
     model = DualTaskVNet().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
