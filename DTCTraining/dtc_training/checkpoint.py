@@ -13,13 +13,15 @@ from .files import atomic_torch_save
 CHECKPOINT_NAME = "checkpoint.pt"
 
 
-def save_checkpoint(path: Path, iteration: int, model, optimizer, config: dict, data_summary: dict) -> Path:
+def save_checkpoint(path: Path, iteration: int, model, optimizer, config: dict, data_summary: dict,
+                    ema=None) -> Path:
     state = {
         "iteration": iteration,  # number of completed iterations = the next one to run
         "config": config,
         "data": data_summary,
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "optimizer": optimizer.state_dict(),
+        **({"ema": {k: v.detach().cpu() for k, v in ema.state_dict().items()}} if ema is not None else {}),
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "dtc_training_version": __version__,

@@ -31,6 +31,9 @@ class TrainConfig:
     label_name: str = "Left atrium"
     sync_batchnorm: bool = False
     precise_bn: int = 0  # batches for recomputing batch-norm statistics without dropout at the end (0: off)
+    # Recipe switches beyond the official method, all off by default (benchmarks/la_accuracy.py weighs them):
+    ema: float = 0.0  # decay of an exponential moving average of the weights, which becomes the model (0: off)
+    intensity_augmentation: bool = False  # random brightness, contrast, gamma and noise on every image
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""

@@ -31,12 +31,13 @@ class IterationBatches(Dataset):
     `levelset` (L, 1, *patch), the labeled items first."""
 
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
-                 patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1):
+                 patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
+                 intensity_augmentation: bool = False):
         self.labeled, self.unlabeled = labeled, unlabeled
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
-        self.augment_labeled = training_augmentation(patch_size, labeled=True)
-        self.augment_unlabeled = training_augmentation(patch_size, labeled=False)
+        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation)
+        self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation)
 
     def __len__(self) -> int:
         return self.iterations

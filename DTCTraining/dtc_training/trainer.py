@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from . import __version__, distributed
@@ -123,9 +124,13 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
 
     model = DualTaskVNet(n_filters=cfg.n_filters).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    # The moving average also covers batch-norm statistics (use_buffers), so it is a complete model.
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
         start = state["iteration"]  # global iterations: a different number of ranks just continues
@@ -137,7 +142,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step)
 
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
-                               cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size)
+                               cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size,
+                               cfg.intensity_augmentation)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint if workers else None,
@@ -155,10 +161,11 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
 
     def checkpoint(iteration: int) -> Path:
         if world.is_main:
-            save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary())
+            save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary(), ema)
             progress.emit("checkpoint", iteration=iteration, path=str(checkpoint_path))
         return checkpoint_path
 
+    final = ema.module if ema is not None else model  # what is validated and saved
     val_dice, t0, done = None, time.perf_counter(), start
     try:
         net.train()
@@ -176,6 +183,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()
+            if ema is not None:
+                ema.update_parameters(model)
 
             done = iteration + 1
             terms, reason = _agree(world, terms, stop.requested)
@@ -185,7 +194,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             if check_every and done % check_every == 0:
                 progress.emit("replicas", iteration=done, weights=world.check_replicas(model, done))
             if data.validation and cfg.val_every and done % cfg.val_every == 0 and done < cfg.iterations:
-                val_dice = _validate(model, data, cfg, world, progress, done)
+                val_dice = _validate(final, data, cfg, world, progress, done)
             if reason or done % cfg.checkpoint_every == 0:
                 path = checkpoint(done)
                 if reason:
@@ -195,12 +204,12 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         if done % cfg.checkpoint_every:
             checkpoint(done)
         if cfg.precise_bn:  # batches after the last iteration: fresh items, the same for every run
-            recalibrate_batchnorm(model, (batches[cfg.iterations + i]["image"] for i in range(cfg.precise_bn)), device)
+            recalibrate_batchnorm(final, (batches[cfg.iterations + i]["image"] for i in range(cfg.precise_bn)), device)
             progress.emit("precise_bn", batches=cfg.precise_bn)
         if data.validation:
-            val_dice = _validate(model, data, cfg, world, progress, done)
+            val_dice = _validate(final, data, cfg, world, progress, done)
         if world.is_main:
-            model_path = save_model(out_dir / MODEL_NAME, model, _metadata(cfg, data, done, val_dice))
+            model_path = save_model(out_dir / MODEL_NAME, final, _metadata(cfg, data, done, val_dice))
             progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice,
                           peak_memory_mb=peak_memory_mb(device))
         world.barrier()

@@ -1,6 +1,7 @@
 """The official DTC augmentation, built from MONAI transforms, on channel-first numpy arrays:
 a 90-degree rotation in the x-y plane with k uniform in {0, 1, 2, 3}, then always a flip on x or y,
-zero-padding to the patch where a volume is smaller, a random crop, then the level-set target."""
+zero-padding to the patch where a volume is smaller, a random crop, then the level-set target. Optional
+intensity augmentation (not in the official method) follows the crop, on the z-scored image alone."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -11,7 +12,10 @@ from monai.transforms import (
     Flipd,
     MapTransform,
     OneOf,
+    RandAdjustContrastd,
+    RandGaussianNoised,
     RandRotate90d,
+    RandScaleIntensityd,
     RandSpatialCropd,
     SpatialPadd,
 )
@@ -28,7 +32,17 @@ class LevelSetd(MapTransform):
         return d
 
 
-def training_augmentation(patch_size: Sequence[int], labeled: bool) -> Compose:
+def intensity_augmentation() -> list:
+    # Ranges of the common nnU-Net-style recipe; the geometry transforms' random draws are unaffected
+    # because these come after them in the Compose.
+    return [
+        RandScaleIntensityd("image", factors=0.25, prob=0.15),
+        RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.3),
+        RandGaussianNoised("image", std=0.1, prob=0.1),
+    ]
+
+
+def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False) -> Compose:
     keys = ["image", "label"] if labeled else ["image"]
     steps = [
         # MONAI draws k from {1..max_k} when it rotates; prob 3/4 makes k uniform over {0, 1, 2, 3}.
@@ -37,6 +51,8 @@ def training_augmentation(patch_size: Sequence[int], labeled: bool) -> Compose:
         SpatialPadd(keys, spatial_size=patch_size, mode="constant"),
         RandSpatialCropd(keys, roi_size=patch_size, random_size=False),
     ]
+    if intensity:
+        steps += intensity_augmentation()
     if labeled:
         steps.append(LevelSetd("label"))
     return Compose(steps, lazy=False)

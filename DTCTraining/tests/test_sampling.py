@@ -103,3 +103,18 @@ def test_two_ranks_together_draw_the_items_of_one_rank_with_the_global_batch():
         assert np.array_equal(whole[t]["label"], np.concatenate([s["label"] for s in split]))
         unlabeled = np.concatenate([s["image"][1:] for s in split])
         assert np.array_equal(whole[t]["image"][2:], unlabeled)
+
+
+def test_intensity_augmentation_changes_intensities_only():
+    plain, _, _ = batches()
+    varied, _, _ = batches(intensity_augmentation=True)
+    changed = 0
+    for t in range(20):
+        a, b = plain[t], varied[t]
+        # the geometric draws are the same, so labels and level sets are identical ...
+        assert np.array_equal(a["label"], b["label"]) and np.array_equal(a["levelset"], b["levelset"])
+        # ... while some images get new intensities
+        for x, y in zip(a["image"], b["image"]):
+            if not np.array_equal(x, y):
+                changed += 1
+    assert changed > 5  # 80 images, each with a 1 - 0.85 * 0.7 * 0.9 chance of changing

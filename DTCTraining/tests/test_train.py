@@ -43,6 +43,25 @@ def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(phantoms, tmp
     assert got[3] == pytest.approx(expected[3], rel=1e-5) and got[4] == pytest.approx(expected[4], rel=1e-5)
 
 
+def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path):
+    ema = ["--ema", 0.5, "--checkpoint-every", 1]
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "whole", "--iterations", 3, *ema, *TINY)
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--iterations", 2, *ema, *TINY)
+    two = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--resume", "--iterations", 3,
+            "--progress", "json")
+    three = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
+    saved, _ = load_model(tmp_path / "whole" / "model.pt")
+    resumed, _ = load_model(tmp_path / "split" / "model.pt")
+    name = "block_one.conv.0.weight"
+    # EMA after step 3 = 0.5 * EMA after step 2 + 0.5 * weights after step 3; the model file holds it
+    expected = 0.5 * two["ema"][f"module.{name}"] + 0.5 * three["model"][name]
+    torch.testing.assert_close(saved.state_dict()[name], expected)
+    assert not torch.equal(saved.state_dict()[name], three["model"][name])
+    for key, value in saved.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
 def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
