@@ -9,6 +9,8 @@ the same code runs inside Slicer and under plain Python with the `slicer-core` w
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,21 +63,31 @@ def isScalarVolume(node) -> bool:
     return image is not None and image.GetNumberOfScalarComponents() == 1
 
 
-def writeVolume(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:
-    """Write a volume with its geometry (origin, spacing, directions) through a temporary storage node."""
+def _writeThroughStorageNode(node, storage, path: str | os.PathLike) -> Path:
+    """Write `node` with a temporary storage node, atomically: into a private folder next to `path`
+    (same file system; the storage node picks the format from the name and may leave scratch files
+    there), then renamed into place, so a crash or a full disk never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mrmlScene = volumeNode.GetScene()
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    scratch = Path(tempfile.mkdtemp(prefix=".dtc-write-", dir=path.parent))
+    mrmlScene = node.GetScene()
     mrmlScene.AddNode(storage)
     try:
-        storage.SetFileName(str(path))
-        storage.SetUseCompression(1 if compress else 0)
-        if not storage.WriteData(volumeNode):
-            raise OSError(f"{path}: could not write volume {volumeNode.GetName()!r}")
+        storage.SetFileName(str(scratch / path.name))
+        if not storage.WriteData(node):
+            raise OSError(f"{path}: could not write {node.GetClassName()} {node.GetName()!r}")
+        os.replace(scratch / path.name, path)
     finally:
         mrmlScene.RemoveNode(storage)
+        shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def writeVolume(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:
+    """Write a volume with its geometry (origin, spacing, directions)."""
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetUseCompression(1 if compress else 0)
+    return _writeThroughStorageNode(volumeNode, storage, path)
 
 
 def readVolume(path: str | os.PathLike, name: str | None = None, labelmap: bool = False, mrmlScene=None):
@@ -259,18 +271,7 @@ def segmentArray(segmentationNode, segmentId: str, referenceVolume) -> np.ndarra
 
 def writeSegmentation(segmentationNode, path: str | os.PathLike) -> Path:
     """Write a `.seg.nrrd` file that Slicer loads as a segmentation."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mrmlScene = segmentationNode.GetScene()
-    storage = slicer.vtkMRMLSegmentationStorageNode()
-    mrmlScene.AddNode(storage)
-    try:
-        storage.SetFileName(str(path))
-        if not storage.WriteData(segmentationNode):
-            raise OSError(f"{path}: could not write segmentation {segmentationNode.GetName()!r}")
-    finally:
-        mrmlScene.RemoveNode(storage)
-    return path
+    return _writeThroughStorageNode(segmentationNode, slicer.vtkMRMLSegmentationStorageNode(), path)
 
 
 def readSegmentation(path: str | os.PathLike, name: str | None = None, mrmlScene=None):

@@ -46,6 +46,24 @@ def test_volume_roundtrip_keeps_oblique_anisotropic_geometry(scene, tmp_path):
     assert np.array_equal(slicer.util.arrayFromVolume(back), image)
 
 
+def test_a_failed_write_leaves_neither_a_file_nor_a_partial_one(scene, tmp_path):
+    image, _ = phantom(0, size=(8, 8, 8))
+    node = addVolume(scene, image, "v", obliqueMatrix())
+    SceneIO.writeVolume(node, tmp_path / "kept.nrrd")
+    before = (tmp_path / "kept.nrrd").read_bytes()
+    try:
+        SceneIO.writeVolume(node, tmp_path / "v.notaformat")  # no writer for this ending
+    except OSError as e:
+        assert "v.notaformat" in str(e)
+    else:
+        raise AssertionError("writing an unknown format did not fail")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept.nrrd"]
+    node.GetImageData().Modified()
+    SceneIO.writeVolume(node, tmp_path / "kept.nrrd")  # replaced whole
+    assert (tmp_path / "kept.nrrd").read_bytes() == before
+    assert scene.GetNumberOfNodesByClass("vtkMRMLVolumeArchetypeStorageNode") == 0
+
+
 def test_export_dataset_puts_every_label_on_its_volume_grid(phantomScene, tmp_path):
     pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
     datalist = exportDataset(pairs, phantomScene["unlabeled"], tmp_path / "data")
