@@ -84,15 +84,15 @@ class qMRMLPlotWidget(QtWidgets.QLabel):
     """Stand-in: a picture of the curve Slicer's plot view draws from the same table."""
 
 
-def plotPixmap(progress: Path | None, width=400, height=220) -> QtGui.QPixmap:
+def plotPixmap(lines: list[str], width=400, height=220) -> QtGui.QPixmap:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(width / 100, height / 100), dpi=100)
-    if progress and progress.is_file():
-        events = [json.loads(l) for l in progress.read_text().splitlines() if l.startswith("{")]
+    if lines:
+        events = [json.loads(l) for l in lines if l.startswith("{")]
         loss = [(e["iteration"], e["loss"]) for e in events if e.get("event") == "progress"]
         cons = [(e["iteration"], e["loss_consistency"]) for e in events if e.get("event") == "progress"]
         dice = [(e["iteration"], e["dice"]) for e in events if e.get("event") == "validation"]
@@ -133,27 +133,30 @@ def render(output: Path, progress: Path | None = None) -> Path:
         for c, text in enumerate(row):
             table.setItem(r, c, QtWidgets.QTableWidgetItem(text))
     table.setFixedHeight(110)
+    table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)  # as Widget.py sets it
     models = panel.findChild(QtWidgets.QTableWidget, "modelsTable")
     models.setRowCount(1)
     models.setItem(0, 0, QtWidgets.QTableWidgetItem("la-dtc-16labeled"))
     models.setItem(0, 1, QtWidgets.QTableWidgetItem("n_filters 16, patch (112, 112, 80), 6000 iterations"))
     models.setFixedHeight(70)
+    models.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeToContents)  # as Widget.py
     for name in ("segmentButton", "trainButton", "stopButton"):
         panel.findChild(QtWidgets.QPushButton, name).setEnabled(True)
-    status = "Idle"
-    if progress and progress.is_file():  # the status line the panel shows, from the same real run
+    status, seen = "Idle", []
+    if progress and progress.is_file():  # the status line and the curves of a real run, two thirds in
         sys.path.insert(0, str(REPO / "DTCSegmentation"))
         from DTCSegmentationLib.TrainingLogic import TrainingMonitor
 
         monitor = TrainingMonitor()
         lines = progress.read_text().splitlines()
-        for line in lines[: max(1, len(lines) * 2 // 3)]:  # as seen two thirds into the run
+        seen = lines[: max(1, len(lines) * 2 // 3)]
+        for line in seen:
             monitor.feed(line)
         status = monitor.statusText()
         panel.findChild(QtWidgets.QProgressBar, "trainingProgressBar").setValue(round(100 * monitor.fraction))
     panel.findChild(QtWidgets.QLabel, "trainingStatusLabel").setText(status)
     panel.findChild(QtWidgets.QPlainTextEdit, "logTextEdit").setFixedHeight(50)
-    panel.findChild(qMRMLPlotWidget, "plotWidget").setPixmap(plotPixmap(progress))
+    panel.findChild(qMRMLPlotWidget, "plotWidget").setPixmap(plotPixmap(seen))
     panel.findChild(QtWidgets.QLabel, "modelFolderLabel").setText("Model store: ~/.dtcsegmentation/models")
     panel.findChild(QtWidgets.QLabel, "dependencyStatusLabel").setText("Example: all dependencies found. Ready.")
     panel.resize(440, panel.sizeHint().height())
