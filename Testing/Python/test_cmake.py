@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import MODULE_DIR, REPO
+from conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 
