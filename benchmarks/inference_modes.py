@@ -1,0 +1,74 @@
+"""Inference modes against the ground truth: `official` (the official window grid, plain averaging), the
+default `fast` mode, and fast mode held to windows of the training patch (Gaussian blending, no larger
+context), on the held-out development cases with one trained model. Reports, per case and on average,
+the Dice between the official and fast labels and each mode's Dice against the ground truth, so that a
+disagreement between the modes can be told apart from a loss of accuracy.
+
+    python benchmarks/inference_modes.py --model runs/la_accuracy/lite-dtc-seed2024/model.pt
+
+Writes benchmarks/results/inference_modes_<run>.json (<run>: the model's folder name) and prints a table."""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dtc_training import la
+from dtc_training.infer import Model, segment
+from dtc_training.sliding_window import BYTES_PER_VOXEL_PER_FILTER
+
+HERE = Path(__file__).resolve().parent
+MODES = ("official", "fast", "fast-patch")
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
+
+
+def patch_memory_gb(model: Model) -> float:
+    # the window budget of exactly one training patch, so fast mode cannot widen its windows
+    return float(np.prod(model.meta["patch_size"])) * BYTES_PER_VOXEL_PER_FILTER * model.meta["n_filters"] / 1e9 * 1.01
+
+
+def labels(image: np.ndarray, model: Model) -> dict[str, np.ndarray]:
+    options = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
+               "fast-patch": {"mode": "fast", "memory_gb": patch_memory_gb(model)}}
+    return {name: segment(image, model, spacing=la.SPACING, normalize=False, **kw).label.astype(bool)
+            for name, kw in options.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, required=True)
+    p.add_argument("--la-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "LA")
+    p.add_argument("--cases", type=Path, default=HERE / "splits" / "la_validation.list")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 leaves a core to other work)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    model = Model.load(args.model, "cpu")
+    rows = []
+    for case in args.cases.read_text().split():
+        image, truth = la.read_case(args.la_root, case)
+        out = labels(image, model)
+        row = {"case": case, "official_vs_fast": dice(out["official"], out["fast"]),
+               "official_vs_fast_patch": dice(out["official"], out["fast-patch"]),
+               **{f"dice_{m.replace('-', '_')}": dice(out[m], truth.astype(bool)) for m in MODES}}
+        rows.append(row)
+        print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)
+    mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k != "case"}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=HERE).stdout.strip()
+    result = {"model": str(args.model), "cases": str(args.cases), "commit": commit,
+              "date": time.strftime("%Y-%m-%d"), "mean": mean, "per_case": rows}
+    out_file = HERE / "results" / f"inference_modes_{args.model.parent.name}.json"
+    out_file.write_text(json.dumps(result, indent=2))
+    print("mean:", json.dumps(mean))
+
+
+if __name__ == "__main__":
+    main()
