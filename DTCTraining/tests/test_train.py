@@ -12,6 +12,7 @@ import torch
 
 from conftest import TINY, events, run_dtc
 from dtc_training.cli import EXIT_INTERRUPTED
+from dtc_training.config import TrainConfig
 from dtc_training.model_io import load_model
 
 
@@ -60,6 +61,16 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
     assert not torch.equal(saved.state_dict()[name], three["model"][name])
     for key, value in saved.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+
+
+def test_intensity_augmentation_is_the_default_and_can_be_turned_off(phantoms, tmp_path):
+    for name, flags in (("default", []), ("official", ["--no-intensity-augmentation"])):
+        run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
+    used = {name: json.loads((tmp_path / name / "train_config.json").read_text())["config"]["intensity_augmentation"]
+            for name in ("default", "official")}
+    assert used == {"default": True, "official": False}
+    # a checkpoint written before the switch existed resumes without it, as it was trained
+    assert TrainConfig.from_dict({"iterations": 10}).intensity_augmentation is False
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])

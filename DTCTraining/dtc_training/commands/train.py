@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="recompute batch-norm statistics without dropout over N batches at the end (0: off)")
     cfg.add_argument("--ema", type=float, metavar="DECAY",
                      help="keep an exponential moving average of the weights (e.g. 0.99) and save it as the model")
-    cfg.add_argument("--intensity-augmentation", action="store_true", default=None,
-                     help="also randomise brightness, contrast, gamma and noise (not in the official method)")
+    cfg.add_argument("--intensity-augmentation", action=argparse.BooleanOptionalAction, default=None,
+                     help="randomise brightness, contrast, gamma and noise (default on; not in the official method)")
     cfg.add_argument("--sync-batchnorm", action="store_true", default=None, help="SyncBatchNorm under torchrun")
 
 
