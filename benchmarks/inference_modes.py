@@ -20,25 +20,17 @@ import torch
 
 from dtc_training import la
 from dtc_training.infer import Model, segment
-from dtc_training.sliding_window import BYTES_PER_VOXEL_PER_FILTER
+from dtc_training.metrics import dice
+from inference_speed import PATCH_WINDOWS_MEMORY_GB
 
 HERE = Path(__file__).resolve().parent
 MODES = ("official", "fast", "fast-patch")
 
 
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1))
-
-
-def patch_memory_gb(model: Model) -> float:
-    # the window budget of exactly one training patch, so fast mode cannot widen its windows
-    return float(np.prod(model.meta["patch_size"])) * BYTES_PER_VOXEL_PER_FILTER * model.meta["n_filters"] / 1e9 * 1.01
-
-
 def labels(image: np.ndarray, model: Model) -> dict[str, np.ndarray]:
     options = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-               "fast-patch": {"mode": "fast", "memory_gb": patch_memory_gb(model)}}
-    return {name: segment(image, model, spacing=la.SPACING, normalize=False, **kw).label.astype(bool)
+               "fast-patch": {"mode": "fast", "memory_gb": PATCH_WINDOWS_MEMORY_GB}}
+    return {name: segment(image, model, spacing=la.SPACING, normalize=False, **kw).label
             for name, kw in options.items()}
 
 
@@ -57,7 +49,7 @@ def main() -> None:
         out = labels(image, model)
         row = {"case": case, "official_vs_fast": dice(out["official"], out["fast"]),
                "official_vs_fast_patch": dice(out["official"], out["fast-patch"]),
-               **{f"dice_{m.replace('-', '_')}": dice(out[m], truth.astype(bool)) for m in MODES}}
+               **{f"dice_{m.replace('-', '_')}": dice(out[m], truth) for m in MODES}}
         rows.append(row)
         print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k != "case"}

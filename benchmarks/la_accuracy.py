@@ -14,9 +14,9 @@ Protocols:
   2-core CPU.
 - full: the official configuration (0.625 mm, 112x112x80, 16 filters, 6000 iterations), official window grid.
 Methods: `dtc` (16 labeled + 48 unlabeled, the DTC loss, the paper's recipe) and `supervised` (the same 16
-labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and iteration budget; `dtc+ema`, `dtc+intensity` and
-`dtc+ema+intensity` add the recipe switches --ema 0.99 and/or --intensity-augmentation to `dtc` (run them
-with --methods).
+labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and iteration budget;
+`dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
+--intensity-augmentation to `dtc` (run them with --methods).
 
 Writes benchmarks/results/la_accuracy_<protocol>.json (every run: command, metrics, time) and prints the
 markdown rows for docs/benchmarks.md. A run that fails is recorded as failed, never dropped."""

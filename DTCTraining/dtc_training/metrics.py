@@ -20,6 +20,12 @@ from scipy import ndimage
 METRICS = ("dice", "jaccard", "hd95_voxels", "asd_voxels", "hd95_mm", "asd_mm")
 
 
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two masks (nonzero = inside); 0 when both are empty."""
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    return 2.0 * np.count_nonzero(a & b) / max(np.count_nonzero(a) + np.count_nonzero(b), 1)
+
+
 def surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(mask.ndim, 1))
 
@@ -38,9 +44,8 @@ def case_metrics(prediction: np.ndarray, truth: np.ndarray, spacing: Sequence[fl
     result = {"empty_prediction": not pred.any(), "empty_truth": not gt.any()}
     if result["empty_prediction"]:
         return {**dict.fromkeys(METRICS, 0.0), **result}
-    intersection = np.count_nonzero(pred & gt)
-    result["dice"] = 2.0 * intersection / (np.count_nonzero(pred) + np.count_nonzero(gt))
-    result["jaccard"] = intersection / np.count_nonzero(pred | gt)
+    result["dice"] = dice(pred, gt)
+    result["jaccard"] = result["dice"] / (2.0 - result["dice"])  # J = D / (2 - D)
     for unit, sampling in (("voxels", None), ("mm", spacing)):
         if result["empty_truth"]:
             hd95 = asd = math.nan

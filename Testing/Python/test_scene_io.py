@@ -14,6 +14,7 @@ from conftest import addVolume, obliqueMatrix, phantom
 from DTCSegmentationLib import SceneIO
 from DTCSegmentationLib.TrainingLogic import exportDataset
 from DTCSegmentationLib.Parameters import LabeledPair
+from dtc_training.metrics import dice
 
 
 def ijkToRas(node):
@@ -29,10 +30,6 @@ def sitkIjkToRas(image):
     m[:3, :3] = direction @ np.diag(image.GetSpacing())
     m[:3, 3] = image.GetOrigin()
     return np.diag([-1, -1, 1, 1]) @ m
-
-
-def dice(a, b):
-    return 2 * np.logical_and(a, b).sum() / max(1, a.sum() + b.sum())
 
 
 def test_volume_roundtrip_keeps_oblique_anisotropic_geometry(scene, tmp_path):
