@@ -16,7 +16,8 @@ Protocols:
 Methods: `dtc` (16 labeled + 48 unlabeled, the DTC loss, the paper's recipe) and `supervised` (the same 16
 labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and iteration budget;
 `dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
---intensity-augmentation to `dtc` (run them with --methods).
+--intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
+`dtc+intensity` (today's default recipe). Run them with --methods.
 
 Writes benchmarks/results/la_accuracy_<protocol>.json (every run: command, metrics, time) and prints the
 markdown rows for docs/benchmarks.md. A run that fails is recorded as failed, never dropped."""
@@ -47,6 +48,7 @@ METHODS = {
     "dtc+ema": ["--unlabeled", "48", "--ema", "0.99", *OFFICIAL],
     "dtc+intensity": ["--unlabeled", "48", "--intensity-augmentation"],
     "dtc+ema+intensity": ["--unlabeled", "48", "--ema", "0.99", "--intensity-augmentation"],
+    "dtc+intensity+volume-levelset": ["--unlabeled", "48", "--intensity-augmentation", "--levelset-target", "volume"],
 }
 
 

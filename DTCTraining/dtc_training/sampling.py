@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .transforms import training_augmentation
+from .transforms import training_augmentation, with_volume_levelset
 
 LABELED, UNLABELED = 0, 1
 
@@ -32,11 +32,14 @@ class IterationBatches(Dataset):
 
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
                  patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
-                 intensity_augmentation: bool = False):
+                 intensity_augmentation: bool = False, levelset_target: str = "patch"):
+        volume_levelset = levelset_target == "volume"
+        if volume_levelset:
+            labeled = [with_volume_levelset(case, patch_size) for case in labeled]
         self.labeled, self.unlabeled = labeled, unlabeled
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
-        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation)
+        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation, volume_levelset)
         self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation)
 
     def __len__(self) -> int:
@@ -49,7 +52,7 @@ class IterationBatches(Dataset):
     def _augment(self, transform, case: dict, stream: int, position: int) -> dict:
         # Seeded by the global sample position: the same items whatever the number of ranks or workers.
         transform.set_random_state(seed=int(np.random.SeedSequence([self.seed, stream, position]).generate_state(1)[0]))
-        return transform({k: v[None] for k, v in case.items() if k in ("image", "label")})
+        return transform({k: v[None] for k, v in case.items() if k in ("image", "label", "levelset")})
 
     def __getitem__(self, iteration: int) -> dict:
         items = []

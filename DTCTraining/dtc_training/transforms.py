@@ -1,7 +1,8 @@
 """The official DTC augmentation, built from MONAI transforms, on channel-first numpy arrays:
 a 90-degree rotation in the x-y plane with k uniform in {0, 1, 2, 3}, then always a flip on x or y,
 zero-padding to the patch where a volume is smaller, a random crop, then the level-set target. Optional
-intensity augmentation (not in the official method) follows the crop, on the z-scored image alone."""
+intensity augmentation (not in the official method) follows the crop, on the z-scored image alone; the
+optional whole-volume level set (not official either) is computed once per case and cropped with the image."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -42,8 +43,22 @@ def intensity_augmentation() -> list:
     ]
 
 
-def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False) -> Compose:
+def with_volume_levelset(case: dict, patch_size: Sequence[int]) -> dict:
+    """`case` zero-padded to the patch (in-plane to its larger side, since the rotation swaps x and y) with
+    the level set of its whole label. The 90-degree rotations and flips that follow commute with the level
+    set, so cropping this one equals computing it on the whole augmented volume, at a fraction of the cost."""
+    side = max(patch_size[0], patch_size[1])
+    pad = SpatialPadd(["image", "label"], spatial_size=[side, side, patch_size[2]], mode="constant")
+    padded = {k: np.asarray(v)[0] for k, v in pad({k: case[k][None] for k in ("image", "label")}).items()}
+    return {**case, **padded, "levelset": compute_levelset(padded["label"])}
+
+
+def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False,
+                          volume_levelset: bool = False) -> Compose:
+    """With `volume_levelset`, labeled items carry their precomputed `levelset` (`with_volume_levelset`)."""
     keys = ["image", "label"] if labeled else ["image"]
+    if labeled and volume_levelset:
+        keys.append("levelset")
     steps = [
         # MONAI draws k from {1..max_k} when it rotates; prob 3/4 makes k uniform over {0, 1, 2, 3}.
         RandRotate90d(keys, prob=0.75, max_k=3, spatial_axes=(0, 1)),
@@ -53,6 +68,6 @@ def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: b
     ]
     if intensity:
         steps += intensity_augmentation()
-    if labeled:
+    if labeled and not volume_levelset:
         steps.append(LevelSetd("label"))
     return Compose(steps, lazy=False)

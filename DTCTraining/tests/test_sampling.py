@@ -118,3 +118,29 @@ def test_intensity_augmentation_changes_intensities_only():
             if not np.array_equal(x, y):
                 changed += 1
     assert changed > 5  # 80 images, each with a 1 - 0.85 * 0.7 * 0.9 chance of changing
+
+
+def test_volume_levelset_is_the_whole_labels_level_set_moved_with_the_image():
+    patch_mode, labeled, _ = batches(intensity_augmentation=False)
+    volume_mode, _, _ = batches(levelset_target="volume")
+    differs = 0
+    for t in range(10):
+        a, b = patch_mode[t], volume_mode[t]
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
+        for j in range(2):
+            codes = b["image"][j, 0].numpy().astype(np.int64).reshape(-1)
+            source = next(c for c in labeled if np.array_equal(c["label"].reshape(-1)[codes],
+                                                               b["label"][j, 0].numpy().reshape(-1)))
+            whole = compute_levelset(source["label"]).reshape(-1)[codes]
+            np.testing.assert_allclose(b["levelset"][j, 0].numpy().reshape(-1), whole, atol=1e-6)
+            differs += not np.allclose(a["levelset"][j], b["levelset"][j])
+    assert differs > 10  # the crop's own level set is another target
+
+
+def test_volume_levelset_of_a_padded_volume_is_the_level_set_of_the_whole_padded_patch():
+    ds, _, _ = batches(patch_size=(32, 32, 16), levelset_target="volume")
+    for t in range(4):
+        b = ds[t]
+        for j in range(2):
+            np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()),
+                                       atol=1e-6)

@@ -73,6 +73,13 @@ def test_intensity_augmentation_is_the_default_and_can_be_turned_off(phantoms, t
     assert TrainConfig.from_dict({"iterations": 10}).intensity_augmentation is False
 
 
+def test_levelset_target_switch_trains_and_is_recorded(phantoms, tmp_path):
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--iterations", 1, "--levelset-target", "volume", *TINY)
+    assert json.loads((tmp_path / "train_config.json").read_text())["config"]["levelset_target"] == "volume"
+    assert (tmp_path / "model.pt").exists()
+    assert TrainConfig.from_dict({"iterations": 10}).levelset_target == "patch"  # the official target
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
 def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
