@@ -4,6 +4,7 @@ layers, so the running statistics gathered during training describe dropped-out 
 fresh training batches, fixes that without touching any weight."""
 from __future__ import annotations
 
+import copy
 from typing import Iterable
 
 import torch
@@ -26,3 +27,11 @@ def recalibrate_batchnorm(model: nn.Module, images: Iterable[torch.Tensor], devi
     for m, momentum in zip(norms, momenta):
         m.momentum = momentum
     model.train(was_training)
+
+
+def recalibrated_copy(model: nn.Module, images: Iterable[torch.Tensor], device: torch.device) -> nn.Module:
+    """A copy of `model` with recalibrated statistics, for validating mid-run without touching the model
+    that goes on training (whose running statistics then stay those of an unvalidated run)."""
+    clone = copy.deepcopy(model)
+    recalibrate_batchnorm(clone, images, device)
+    return clone

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from . import __version__, distributed
-from .batchnorm import recalibrate_batchnorm
+from .batchnorm import recalibrate_batchnorm, recalibrated_copy
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
@@ -166,6 +166,10 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         return checkpoint_path
 
     final = ema.module if ema is not None else model  # what is validated and saved
+
+    def precise_bn_images():  # fresh batches after the last iteration, the same for every run and validation point
+        return (batches[cfg.iterations + i]["image"] for i in range(cfg.precise_bn))
+
     val_dice, t0, done = None, time.perf_counter(), start
     try:
         net.train()
@@ -194,7 +198,9 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             if check_every and done % check_every == 0:
                 progress.emit("replicas", iteration=done, weights=world.check_replicas(model, done))
             if data.validation and cfg.val_every and done % cfg.val_every == 0 and done < cfg.iterations:
-                val_dice = _validate(final, data, cfg, world, progress, done)
+                # with --precise-bn, mid-run points see the statistics the final model will have
+                validated = recalibrated_copy(final, precise_bn_images(), device) if cfg.precise_bn else final
+                val_dice = _validate(validated, data, cfg, world, progress, done)
             if reason or done % cfg.checkpoint_every == 0:
                 path = checkpoint(done)
                 if reason:
@@ -203,8 +209,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                     return EXIT_INTERRUPTED
         if done % cfg.checkpoint_every:
             checkpoint(done)
-        if cfg.precise_bn:  # batches after the last iteration: fresh items, the same for every run
-            recalibrate_batchnorm(final, (batches[cfg.iterations + i]["image"] for i in range(cfg.precise_bn)), device)
+        if cfg.precise_bn:
+            recalibrate_batchnorm(final, precise_bn_images(), device)
             progress.emit("precise_bn", batches=cfg.precise_bn)
         if data.validation:
             val_dice = _validate(final, data, cfg, world, progress, done)

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from dtc_training.batchnorm import recalibrate_batchnorm
+from dtc_training.batchnorm import recalibrate_batchnorm, recalibrated_copy
 from dtc_training.model import DualTaskVNet
 
 
@@ -32,3 +32,16 @@ def test_dropout_is_off_while_statistics_are_gathered():
     torch.manual_seed(1)  # other dropout masks would give other statistics
     recalibrate_batchnorm(b, [x], torch.device("cpu"))
     assert torch.equal(a.block_six.conv[1].running_var, b.block_six.conv[1].running_var)
+
+
+def test_recalibrated_copy_leaves_the_training_model_alone():
+    torch.manual_seed(0)
+    net = DualTaskVNet(n_filters=4)
+    net(torch.randn(2, 1, 32, 32, 16))  # some training-mode statistics to keep
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = [torch.randn(2, 1, 32, 32, 16) * 2 + 1]
+    clone = recalibrated_copy(net, images, torch.device("cpu"))
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
+    recalibrate_batchnorm(net, images, torch.device("cpu"))  # what the final model gets
+    assert all(torch.equal(v, clone.state_dict()[k]) for k, v in net.state_dict().items())
+    assert not torch.equal(before["block_one.conv.1.running_mean"], net.state_dict()["block_one.conv.1.running_mean"])
