@@ -1,6 +1,7 @@
 """Inference speed: `official` vs the default `fast` mode on one LA-sized volume with the same weights,
-plus one plain forward pass over the whole padded volume and a clinical full field of view (576x576x88 at
-0.625 mm) in fast mode. Each measurement runs in its own process, so peak RSS is its own.
+plus `fast` held to patch-sized windows, `fast` averaged over 4 and 8 orientations (`--tta`), one plain
+forward pass over the whole padded volume and a clinical full field of view (576x576x88 at 0.625 mm) in
+fast mode. Each measurement runs in its own process, so peak RSS is its own.
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
@@ -28,6 +29,13 @@ from dtc_training.model_io import load_model, save_model
 DEFAULT_LA = Path(__file__).resolve().parents[2] / "shared" / "data" / "LA"
 # A window budget below one training patch's activations: `fast` then uses windows of exactly the patch.
 PATCH_WINDOWS_MEMORY_GB = 1e-3
+VARIANTS = {  # segment() options of each timed variant
+    "official": {"mode": "official"},
+    "fast": {"mode": "fast"},
+    "fast-patch": {"mode": "fast", "memory_gb": PATCH_WINDOWS_MEMORY_GB},
+    "fast-tta4": {"mode": "fast", "orientations": 4},
+    "fast-tta8": {"mode": "fast", "orientations": 8},
+}
 
 
 def peak_rss_gb() -> float:
@@ -49,8 +57,7 @@ def volume(args) -> np.ndarray:
 
 
 def worker(args) -> dict:
-    """One measurement in this process: `official`, `fast`, `fast-patch` (fast mode held to windows of the
-    training patch) or `plain` (one eval forward, whole volume)."""
+    """One measurement in this process: a VARIANTS entry or `plain` (one eval forward, whole volume)."""
     torch.set_num_threads(args.threads) if args.threads else None
     array = volume(args)
     started = time.perf_counter()
@@ -64,9 +71,7 @@ def worker(args) -> dict:
         info = {"window": size}
     else:
         model = Model.load(args.model, "cpu")
-        patch_only = {"memory_gb": PATCH_WINDOWS_MEMORY_GB} if args.worker == "fast-patch" else {}
-        result = segment(array, model, mode=args.worker.removesuffix("-patch"), spacing=la.SPACING,
-                         normalize=False, **patch_only)
+        result = segment(array, model, spacing=la.SPACING, normalize=False, **VARIANTS[args.worker])
         np.save(args.out, result.label)
         info = {k: result.info[k] for k in ("windows", "window")}
     return {"mode": args.worker, "shape": list(array.shape), "seconds": round(time.perf_counter() - started, 2),
@@ -121,7 +126,7 @@ def main() -> None:
     p.add_argument("--la-root", type=Path, default=DEFAULT_LA)
     p.add_argument("--case", help="LA case id (default: the last of train.list)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    p.add_argument("--worker", choices=["official", "fast", "fast-patch", "plain"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=[*VARIANTS, "plain"], help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--clinical", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -137,14 +142,17 @@ def main() -> None:
         official = run_worker(args, "official", tmp / "official.npy")
         fast = run_worker(args, "fast", tmp / "fast.npy")
         fast_patch = run_worker(args, "fast-patch", tmp / "fast-patch.npy")
+        tta = {n: run_worker(args, f"fast-tta{n}", tmp / f"fast-tta{n}.npy") for n in (4, 8)}
         plain = run_worker(args, "plain", tmp / "plain.npy")
         clinical = run_worker(args, "fast", tmp / "clinical.npy", clinical=True)
         a, b = np.load(tmp / "official.npy").astype(bool), np.load(tmp / "fast.npy").astype(bool)
     summary = {
         "model": str(args.model), "torch_threads": args.threads or torch.get_num_threads(),
-        "official": official, "fast": fast, "fast_patch_windows": fast_patch, "plain_forward": plain, "clinical_fast": clinical,
+        "official": official, "fast": fast, "fast_patch_windows": fast_patch, "fast_tta4": tta[4], "fast_tta8": tta[8],
+        "plain_forward": plain, "clinical_fast": clinical,
         "speedup_fast_vs_official": round(official["seconds"] / fast["seconds"], 1),
         "speedup_fast_patch_windows_vs_official": round(official["seconds"] / fast_patch["seconds"], 1),
+        **{f"speedup_fast_tta{n}_vs_official": round(official["seconds"] / tta[n]["seconds"], 1) for n in (4, 8)},
         "fast_vs_plain_forward": round(fast["seconds"] / plain["seconds"], 2),
         "dice_official_vs_fast": round(dice(a, b), 5), "foreground_voxels": [int(a.sum()), int(b.sum())],
     }

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -19,6 +20,7 @@ from scipy import ndimage
 from .errors import InputError
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
+from .orientations import COUNTS, average_over_orientations
 from .sliding_window import MODES, FoldedVNet, auto_device, predict_fast, predict_official
 from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, zscore
 
@@ -60,12 +62,16 @@ class Segmentation:
 
 def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: str = "fast",
             largest_component: bool = False, probability: bool = False, spacing: Sequence[float] | None = None,
-            normalize: bool = True, memory_gb: float | None = None, name: str = "image") -> Segmentation:
+            normalize: bool = True, memory_gb: float | None = None, orientations: int = 1,
+            name: str = "image") -> Segmentation:
     """Segment one volume. A numpy array is (x, y, z) on the grid of `spacing` (mm; None = already on
     the model's grid). `normalize=False` skips the z-score for data stored normalised (the UA-MT h5 files).
-    `largest_component` keeps the largest 26-connected component, as the official `--nms 1`."""
+    `largest_component` keeps the largest 26-connected component, as the official `--nms 1`.
+    `orientations` > 1 averages over that many of the in-plane orientations seen in training (1, 2, 4, 8)."""
     if mode not in MODES:
         raise InputError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
+    if orientations not in COUNTS:
+        raise InputError(f"orientations {orientations}: choose one of {', '.join(map(str, COUNTS))}")
     model = model if isinstance(model, Model) else Model.load(model)
     started = time.perf_counter()
     is_array = isinstance(image, np.ndarray)
@@ -90,9 +96,11 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
 
     patch = model.meta["patch_size"]
     if mode == "official":
-        prob, info = predict_official(model.net, array, patch, model.device)
+        predict = partial(predict_official, model.net, patch=patch, device=model.device)
     else:
-        prob, info = predict_fast(model.folded, array, patch, model.device, model.meta["n_filters"], memory_gb)
+        predict = partial(predict_fast, model.folded, patch=patch, device=model.device,
+                          n_filters=model.meta["n_filters"], memory_gb=memory_gb)
+    prob, info = average_over_orientations(predict, array, orientations)
     if resampled:
         prob = to_array(resample_like(from_array(prob, grid), image), name)
     label = (prob > THRESHOLD).astype(np.uint8)
@@ -212,8 +220,8 @@ def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path
         if probability:
             write_image(result.probability, probability_path(label_path))
             report["probability"] = str(probability_path(label_path))
-        log.info("%s -> %s (%s mode, %d window(s) on %s, largest component %s, %.1f s)", source, label_path,
-                 report["mode"], report["windows"], report["device"],
+        log.info("%s -> %s (%s mode, %d window(s) x %d orientation(s) on %s, largest component %s, %.1f s)",
+                 source, label_path, report["mode"], report["windows"], report["orientations"], report["device"],
                  "applied" if report["largest_component"] else "not applied", report["seconds"])
         reports.append(report)
     return reports

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import run_dtc
+from dtc_training.errors import InputError
 from dtc_training.infer import Model, segment
 from dtc_training.model import DualTaskVNet
 from dtc_training.model_io import save_model
@@ -127,6 +128,23 @@ def test_largest_component_removes_a_second_ball(model):
     kept = segment(second, model, largest_component=True)
     assert kept.info["largest_component"] and not sitk.GetArrayFromImage(kept.label)[2:6, 2:6, 2:6].any()
     assert_labels_the_ball(kept.label, centre, radius, band_mm=1.5)
+
+
+def test_orientation_averaging_keeps_geometry_and_is_reported(tmp_path, model):
+    # the threshold network acts voxel by voxel, so every orientation gives the same label
+    image, centre, radius = ball_image()
+    single = segment(image, model)
+    averaged = segment(image, model, orientations=8)
+    assert (single.info["orientations"], averaged.info["orientations"]) == (1, 8)
+    assert_same_grid(averaged.label, image)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(averaged.label), sitk.GetArrayFromImage(single.label))
+    with pytest.raises(InputError, match="orientations 3"):
+        segment(image, model, orientations=3)
+    source, report = tmp_path / "scan.nrrd", tmp_path / "report.json"
+    sitk.WriteImage(image, str(source))
+    proc = run_dtc("infer", "--model", tmp_path / "model.pt", source, "-o", tmp_path / "label.nrrd", "--tta", "4",
+                   "--report", report)
+    assert json.loads(report.read_text())["reports"][0]["orientations"] == 4 and "x 4 orientation(s)" in proc.stderr
 
 
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])

@@ -17,6 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["fast", "official"], default="fast",
                    help="fast (default): few large blended windows; official: the official DTC window grid")
     p.add_argument("--largest-component", action="store_true", help="keep the largest connected component only")
+    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
+                   help="average over N in-plane orientations seen in training (1, 2, 4 or 8; N passes; default 1)")
     p.add_argument("--probability", action="store_true", help="also write <input>-probability maps")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--memory-gb", type=float, help="activation memory for fast-mode windows (default: 2.5 on "
@@ -36,7 +38,8 @@ def run(args) -> int:
         raise InputError(f"--memory-gb {args.memory_gb}: must be positive")
     model = Model.load(args.model, None if args.device == "auto" else args.device)
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
-                            largest_component=args.largest_component, memory_gb=args.memory_gb)
+                            largest_component=args.largest_component, memory_gb=args.memory_gb,
+                            orientations=args.tta)
     if args.report:
         atomic_json_save({"model": str(args.model), "reports": reports}, args.report)
     return 0
