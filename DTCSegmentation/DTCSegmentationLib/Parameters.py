@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 DEVICES = ("auto", "cpu", "cuda")
+ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
 
 
 @dataclass
@@ -71,10 +72,12 @@ class TrainingParameters:
 @dataclass
 class SegmentParameters:
     """Inference options handed to `dtc infer` (its sliding-window choices: the mode, the memory budget
-    that sizes the fast mode's windows, the device, the largest-component clean-up)."""
+    that sizes the fast mode's windows, the device, test-time orientation averaging, the largest-component
+    clean-up)."""
     device: str = "auto"
     mode: str = "fast"  # fast (large windows, folded batch norm) | official (the paper's 112x112x80 windows)
     memoryGb: float = 0.0  # window budget for the fast mode; 0 = what the device has
+    orientations: int = 1  # average over 1, 2, 4 or 8 training orientations (as many passes)
     largestComponent: bool = True
 
     def problems(self) -> list[str]:
@@ -85,6 +88,8 @@ class SegmentParameters:
             out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
         if self.memoryGb < 0:
             out.append("the memory budget cannot be negative")
+        if self.orientations not in ORIENTATION_COUNTS:
+            out.append(f"test-time orientations {self.orientations!r} is not one of 1, 2, 4, 8")
         return out
 
     def arguments(self) -> list[str]:
@@ -93,6 +98,8 @@ class SegmentParameters:
             args += ["--device", self.device]
         if self.memoryGb > 0:
             args += ["--memory-gb", repr(float(self.memoryGb))]
+        if self.orientations != 1:
+            args += ["--tta", str(self.orientations)]
         if self.largestComponent:
             args.append("--largest-component")
         return args

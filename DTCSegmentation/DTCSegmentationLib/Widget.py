@@ -31,7 +31,8 @@ TRAINING_FIELDS = {
 PATCH_WIDGETS = ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox")
 SEGMENT_FIELDS = {
     "device": ("segmentDeviceComboBox", "text"), "mode": ("segmentModeComboBox", "text"),
-    "memoryGb": ("memorySpinBox", "value"), "largestComponent": ("largestComponentCheckBox", "checked"),
+    "memoryGb": ("memorySpinBox", "value"), "orientations": ("orientationsComboBox", "number"),
+    "largestComponent": ("largestComponentCheckBox", "checked"),
 }
 INPUT_WIDGETS = ("labeledTable", "addPairButton", "removePairButton", "unlabeledSelector", "trainingParametersGroupBox",
                  "modelNameLineEdit")
@@ -124,7 +125,8 @@ class DTCPanel(VTKObservationMixin):
         seg = {}
         for field, (name, kind) in SEGMENT_FIELDS.items():
             widget = getattr(ui, name)
-            seg[field] = {"text": lambda w: w.currentText, "value": lambda w: w.value, "checked": lambda w: w.checked}[kind](widget)
+            seg[field] = {"text": lambda w: w.currentText, "number": lambda w: int(w.currentText),
+                          "value": lambda w: w.value, "checked": lambda w: w.checked}[kind](widget)
         pairs = []
         for volumeCombo, labelCombo, segmentCombo in self.rows:
             key = segmentCombo.currentData if segmentCombo.count > 1 and segmentCombo.currentIndex > 0 else None
@@ -168,7 +170,7 @@ class DTCPanel(VTKObservationMixin):
 
     @staticmethod
     def _setWidget(widget, kind, value):
-        if kind == "text":
+        if kind in {"text", "number"}:
             index = widget.findText(str(value))
             if index < 0:
                 widget.addItem(str(value))

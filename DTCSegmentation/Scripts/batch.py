@@ -3,7 +3,7 @@
     Slicer --no-main-window --python-script DTCSegmentation/Scripts/batch.py -- segment --model M -o OUT IN...
     python DTCSegmentation/Scripts/batch.py segment --model M -o OUT IN...        (plain Python + slicer-core)
 
-  segment  --model NAME|FILE -o OUTDIR [--mode fast|official] [--device D] [--no-largest-component] INPUT...
+  segment  --model NAME|FILE -o OUTDIR [--mode fast|official] [--device D] [--tta N] [--no-largest-component] INPUT...
            writes OUTDIR/<input name>.seg.nrrd (one "Left atrium" segment on the input's geometry) per input
   train    --labeled IMAGE:LABEL [...] [--unlabeled IMAGE ...] -o OUTDIR [--iterations N] [--patch X Y Z]
            [--n-filters N] [--device D] [--store-name NAME] ...
@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=["fast", "official"], default="fast")
     s.add_argument("--device", default="auto")
     s.add_argument("--memory-gb", type=float, default=0.0)
+    s.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1, help="test-time orientations (passes)")
     s.add_argument("--no-largest-component", action="store_true")
     s.add_argument("--timeout", type=float, default=None, help="seconds per input")
     t = sub.add_parser("train", help="train a model from labeled and unlabeled volume files")
@@ -65,7 +66,7 @@ def _segment(args) -> int:
     from DTCSegmentationLib.Parameters import SegmentParameters
 
     params = SegmentParameters(device=args.device, mode=args.mode, memoryGb=args.memory_gb,
-                               largestComponent=not args.no_largest_component)
+                               orientations=args.tta, largestComponent=not args.no_largest_component)
     inputs = []
     for path in args.inputs:
         inputs += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]

@@ -19,12 +19,12 @@ from DTCSegmentationLib.Parameters import ModuleState, SegmentParameters
 PARAMS = SegmentParameters(device="cpu", largestComponent=False)
 
 
-def expected(volume, model, tmp_path, largest=False):
+def expected(volume, model, tmp_path, largest=False, orientations=1):
     """What the backend's Python API gives for the same volume, written the way the logic writes it."""
     from dtc_training.infer import segment
 
     path = SceneIO.writeVolume(volume, tmp_path / "expected-input.nrrd")
-    label = segment(sitk.ReadImage(str(path)), str(model), largest_component=largest).label
+    label = segment(sitk.ReadImage(str(path)), str(model), largest_component=largest, orientations=orientations).label
     return sitk.GetArrayFromImage(label)
 
 
@@ -53,6 +53,19 @@ def test_segment_creates_the_named_segment_on_the_input_geometry_and_reruns_upda
     again = logic.segment(volume, str(tinyModel), segmentationNode=seg, params=PARAMS, timeout=120)
     assert again.segmentId == job.segmentId and seg.GetSegmentation().GetNumberOfSegments() == 1
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes
+
+
+def test_test_time_orientations_reach_the_backend(scene, tinyModel, tmp_path):
+    assert SegmentParameters(orientations=4).arguments()[-3:] == ["--tta", "4", "--largest-component"]
+    assert SegmentParameters(orientations=3).problems() == ["test-time orientations 3 is not one of 1, 2, 4, 8"]
+    image, _ = phantom(5, size=(24, 20, 18))
+    volume = addVolume(scene, image, "patient", obliqueMatrix())
+    params = SegmentParameters(device="cpu", largestComponent=False, orientations=4)
+    job = InferenceLogic(store=ModelStore(tmp_path / "store")).segment(volume, str(tinyModel), params=params, timeout=120)
+    result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
+    averaged = expected(volume, tinyModel, tmp_path, orientations=4)
+    assert not np.array_equal(averaged, expected(volume, tinyModel, tmp_path))  # so the check below can fail
+    assert np.array_equal(result, averaged)
 
 
 def test_segment_inside_roi_only(scene, tinyModel, tmp_path):

@@ -55,7 +55,7 @@ FITTING = [  # (name pattern, classes a widget of that name may have)
 def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
     source = (MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()
     used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", source))
-    used |= set(re.findall(r'\(\s*"(\w+)",\s*"(?:value|text|checked)"\s*\)', source))
+    used |= set(re.findall(r'\(\s*"(\w+)",\s*"(?:value|text|number|checked)"\s*\)', source))
     used |= set(re.findall(r'"(\w+(?:SpinBox|Table|Button|Selector|GroupBox|LineEdit))"', source))
     widgets = uiWidgets()
     assert len(used) > 30
