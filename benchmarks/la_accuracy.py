@@ -75,7 +75,7 @@ def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, dev
     started = time.time()
     if (run_dir / "model.pt").exists():  # trained before: re-evaluated, its training time read from its log
         events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
-        record["train_seconds"] = round(events[-1]["time"] - events[0]["time"])
+        record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]), trained_by_an_earlier_run=True)
     else:
         proc = subprocess.run(train, capture_output=True, text=True)
         (run_dir / "train.log").write_text(proc.stdout + proc.stderr)
