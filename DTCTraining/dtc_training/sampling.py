@@ -32,15 +32,18 @@ class IterationBatches(Dataset):
 
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
                  patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
-                 intensity_augmentation: bool = False, levelset_target: str = "patch"):
+                 intensity_augmentation: bool = False, levelset_target: str = "patch",
+                 spatial_augmentation: bool = False):
         volume_levelset = levelset_target == "volume"
         if volume_levelset:
             labeled = [with_volume_levelset(case, patch_size) for case in labeled]
         self.labeled, self.unlabeled = labeled, unlabeled
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
-        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation, volume_levelset)
-        self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation)
+        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation, volume_levelset,
+                                                     spatial_augmentation)
+        self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation,
+                                                       spatial=spatial_augmentation)
 
     def __len__(self) -> int:
         return self.iterations

@@ -1,10 +1,12 @@
 """The official DTC augmentation, built from MONAI transforms, on channel-first numpy arrays:
 a 90-degree rotation in the x-y plane with k uniform in {0, 1, 2, 3}, then always a flip on x or y,
 zero-padding to the patch where a volume is smaller, a random crop, then the level-set target. Optional
-intensity augmentation (not in the official method) follows the crop, on the z-scored image alone; the
-optional whole-volume level set (not official either) is computed once per case and cropped with the image."""
+intensity augmentation (not in the official method) follows the crop, on the z-scored image alone, as does
+optional spatial augmentation (small random rotations and scaling of the crop); the optional whole-volume
+level set (not official either) is computed once per case and cropped with the image."""
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -14,6 +16,7 @@ from monai.transforms import (
     MapTransform,
     OneOf,
     RandAdjustContrastd,
+    RandAffined,
     RandGaussianNoised,
     RandRotate90d,
     RandScaleIntensityd,
@@ -53,8 +56,15 @@ def with_volume_levelset(case: dict, patch_size: Sequence[int]) -> dict:
     return {**case, **padded, "levelset": compute_levelset(padded["label"])}
 
 
+def spatial_augmentation(keys: list[str]) -> list:
+    # nnU-Net-style ranges: rotations up to 15 degrees about each axis and scaling by 0.85-1.15, on the
+    # crop (zero padding where it rotates in from outside); labels by nearest neighbour
+    return [RandAffined(keys, prob=0.3, rotate_range=[math.radians(15)] * 3, scale_range=[0.15] * 3,
+                        mode=["nearest" if k == "label" else "bilinear" for k in keys], padding_mode="zeros")]
+
+
 def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False,
-                          volume_levelset: bool = False) -> Compose:
+                          volume_levelset: bool = False, spatial: bool = False) -> Compose:
     """With `volume_levelset`, labeled items carry their precomputed `levelset` (`with_volume_levelset`)."""
     keys = ["image", "label"] if labeled else ["image"]
     if labeled and volume_levelset:
@@ -66,6 +76,8 @@ def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: b
         SpatialPadd(keys, spatial_size=patch_size, mode="constant"),
         RandSpatialCropd(keys, roi_size=patch_size, random_size=False),
     ]
+    if spatial:
+        steps += spatial_augmentation(keys)
     if intensity:
         steps += intensity_augmentation()
     if labeled and not volume_levelset:

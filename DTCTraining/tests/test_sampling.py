@@ -144,3 +144,17 @@ def test_volume_levelset_of_a_padded_volume_is_the_level_set_of_the_whole_padded
         for j in range(2):
             np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()),
                                        atol=1e-6)
+
+
+def test_spatial_augmentation_resamples_some_crops_and_keeps_labels_binary_with_their_level_set():
+    plain, _, _ = batches()
+    varied, _, _ = batches(spatial_augmentation=True)
+    changed = 0
+    for t in range(20):
+        a, b = plain[t], varied[t]
+        assert b["image"].shape == a["image"].shape and b["label"].shape == a["label"].shape
+        assert set(np.unique(b["label"].numpy())) <= {0.0, 1.0}
+        for j in range(2):
+            np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()))
+        changed += sum(not np.array_equal(x, y) for x, y in zip(a["image"], b["image"]))
+    assert 5 < changed < 80  # each of the 80 images is rotated or scaled with probability 0.3
