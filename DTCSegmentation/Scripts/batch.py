@@ -25,6 +25,8 @@ for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed e
 
 
 def _parser() -> argparse.ArgumentParser:
+    from DTCSegmentationLib.Parameters import ORIENTATION_COUNTS, TrainingParameters
+
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("segment", help="segment volumes into .seg.nrrd files")
@@ -34,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=["fast", "official"], default="fast")
     s.add_argument("--device", default="auto")
     s.add_argument("--memory-gb", type=float, default=0.0)
-    s.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1, help="test-time orientations (passes)")
+    s.add_argument("--tta", type=int, choices=ORIENTATION_COUNTS, default=1, help="test-time orientations (passes)")
     s.add_argument("--no-largest-component", action="store_true")
     s.add_argument("--timeout", type=float, default=None, help="seconds per input")
     t = sub.add_parser("train", help="train a model from labeled and unlabeled volume files")
@@ -43,8 +45,6 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", type=Path, required=True, help="training run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
     t.add_argument("--store-name", help="add the trained model to the model store under this name")
-    from DTCSegmentationLib.Parameters import TrainingParameters
-
     d = TrainingParameters()
     t.add_argument("--iterations", type=int, default=d.iterations)
     t.add_argument("--labeled-batch", type=int, default=d.labeledBatch)

@@ -37,7 +37,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights, which becomes the model (0: off)
     intensity_augmentation: bool = True  # random brightness, contrast, gamma and noise on every image
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
-    spatial_augmentation: bool = False  # small random rotations and scaling of every crop
+    spatial_augmentation: bool = False  # random rotations and scaling of 30% of the crops
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""

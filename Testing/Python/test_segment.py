@@ -111,7 +111,7 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
     for i in range(2):
         image, _ = phantom(i, size=(20, 20, 20))
         inputs.append(SceneIO.writeVolume(addVolume(scene, image, f"in{i}", obliqueMatrix()), tmp_path / f"in{i}.nrrd"))
-    run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "-o", tmp_path / "out", *inputs)
+    run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "--tta", "2", "-o", tmp_path / "out", *inputs)
     assert run.returncode == 0, run.stderr
     for path in inputs:
         out = tmp_path / "out" / f"{path.name[:-5]}.seg.nrrd"

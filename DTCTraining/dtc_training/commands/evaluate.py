@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..orientations import COUNTS
+
 HELP = "score predictions against ground truth, from files or by running a model over LA h5 cases"
 
 
@@ -18,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="case list: a file, or a list name beside the cases folder (test.list)")
     model.add_argument("--max-cases", type=int, help="only the first N cases of the list")
     model.add_argument("--mode", choices=["fast", "official"], default="fast")
-    model.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
+    model.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                        help="average over N in-plane orientations seen in training (1, 2, 4 or 8)")
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     p.add_argument("--largest-component", action="store_true",

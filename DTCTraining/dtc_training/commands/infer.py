@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..orientations import COUNTS
+
 HELP = "segment volumes (NRRD, NIfTI, MHA, DICOM folders, folders of volumes) with a DTC model"
 
 
@@ -17,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["fast", "official"], default="fast",
                    help="fast (default): few large blended windows; official: the official DTC window grid")
     p.add_argument("--largest-component", action="store_true", help="keep the largest connected component only")
-    p.add_argument("--tta", type=int, choices=[1, 2, 4, 8], default=1, metavar="N",
+    p.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                    help="average over N in-plane orientations seen in training (1, 2, 4 or 8; N passes; default 1)")
     p.add_argument("--probability", action="store_true", help="also write <input>-probability maps")
     p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
