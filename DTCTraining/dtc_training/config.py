@@ -1,6 +1,7 @@
 """Training configuration. The defaults are the official DTC LA configuration (reference section 5), plus
-intensity augmentation, which the development split showed better at equal training time
-(docs/benchmarks.md); `--no-intensity-augmentation` restores the official recipe exactly."""
+intensity and spatial augmentation, which the development split showed better at equal training time
+(docs/benchmarks.md); `--no-intensity-augmentation --no-spatial-augmentation` restores the official recipe
+exactly."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -37,7 +38,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights, which becomes the model (0: off)
     intensity_augmentation: bool = True  # random brightness, contrast, gamma and noise on every image
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
-    spatial_augmentation: bool = False  # random rotations and scaling of 30% of the crops
+    spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""
@@ -49,5 +50,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        # a run saved before intensity augmentation existed trained without it, and resumes so
-        return cls(**{"intensity_augmentation": False, **{k: v for k, v in values.items() if k in known}})
+        # a run saved before an augmentation switch existed trained without it, and resumes so
+        saved_before = {"intensity_augmentation": False, "spatial_augmentation": False}
+        return cls(**{**saved_before, **{k: v for k, v in values.items() if k in known}})

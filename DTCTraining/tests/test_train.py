@@ -63,14 +63,16 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_intensity_augmentation_is_the_default_and_can_be_turned_off(phantoms, tmp_path):
-    for name, flags in (("default", []), ("official", ["--no-intensity-augmentation"])):
+def test_augmentations_are_the_default_and_can_be_turned_off(phantoms, tmp_path):
+    official = ["--no-intensity-augmentation", "--no-spatial-augmentation"]
+    for name, flags in (("default", []), ("official", official)):
         run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
-    used = {name: json.loads((tmp_path / name / "train_config.json").read_text())["config"]["intensity_augmentation"]
-            for name in ("default", "official")}
-    assert used == {"default": True, "official": False}
-    # a checkpoint written before the switch existed resumes without it, as it was trained
-    assert TrainConfig.from_dict({"iterations": 10}).intensity_augmentation is False
+    used = {name: [json.loads((tmp_path / name / "train_config.json").read_text())["config"][key]
+                   for key in ("intensity_augmentation", "spatial_augmentation")] for name in ("default", "official")}
+    assert used == {"default": [True, True], "official": [False, False]}
+    # a checkpoint written before the switches existed resumes without them, as it was trained
+    old = TrainConfig.from_dict({"iterations": 10})
+    assert (old.intensity_augmentation, old.spatial_augmentation) == (False, False)
 
 
 def test_levelset_target_switch_trains_and_is_recorded(phantoms, tmp_path):
