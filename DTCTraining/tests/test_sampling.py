@@ -105,19 +105,23 @@ def test_two_ranks_together_draw_the_items_of_one_rank_with_the_global_batch():
         assert np.array_equal(whole[t]["image"][2:], unlabeled)
 
 
-def test_intensity_augmentation_changes_intensities_only():
-    plain, _, _ = batches()
-    varied, _, _ = batches(intensity_augmentation=True)
+def changed_images(plain, varied, check) -> int:
+    """How many images of the first 20 batches (80 images) differ between two datasets; `check(a, b)`
+    runs on every pair of batches."""
     changed = 0
     for t in range(20):
         a, b = plain[t], varied[t]
-        # the geometric draws are the same, so labels and level sets are identical ...
+        check(a, b)
+        changed += sum(not np.array_equal(x, y) for x, y in zip(a["image"], b["image"]))
+    return changed
+
+
+def test_intensity_augmentation_changes_intensities_only():
+    def same_geometry(a, b):  # the geometric draws are the same, so labels and level sets are identical
         assert np.array_equal(a["label"], b["label"]) and np.array_equal(a["levelset"], b["levelset"])
-        # ... while some images get new intensities
-        for x, y in zip(a["image"], b["image"]):
-            if not np.array_equal(x, y):
-                changed += 1
-    assert changed > 5  # 80 images, each with a 1 - 0.85 * 0.7 * 0.9 chance of changing
+
+    changed = changed_images(batches()[0], batches(intensity_augmentation=True)[0], same_geometry)
+    assert changed > 5  # each image has a 1 - 0.85 * 0.7 * 0.9 chance of changing
 
 
 def test_volume_levelset_is_the_whole_labels_level_set_moved_with_the_image():
@@ -147,14 +151,11 @@ def test_volume_levelset_of_a_padded_volume_is_the_level_set_of_the_whole_padded
 
 
 def test_spatial_augmentation_resamples_some_crops_and_keeps_labels_binary_with_their_level_set():
-    plain, _, _ = batches()
-    varied, _, _ = batches(spatial_augmentation=True)
-    changed = 0
-    for t in range(20):
-        a, b = plain[t], varied[t]
+    def binary_labels_with_their_level_sets(a, b):
         assert b["image"].shape == a["image"].shape and b["label"].shape == a["label"].shape
         assert set(np.unique(b["label"].numpy())) <= {0.0, 1.0}
         for j in range(2):
             np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()))
-        changed += sum(not np.array_equal(x, y) for x, y in zip(a["image"], b["image"]))
-    assert 5 < changed < 80  # each of the 80 images is rotated or scaled with probability 0.3
+
+    changed = changed_images(batches()[0], batches(spatial_augmentation=True)[0], binary_labels_with_their_level_sets)
+    assert 5 < changed < 80  # each image is rotated or scaled with probability 0.3
