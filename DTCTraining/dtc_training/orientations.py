@@ -34,5 +34,5 @@ def average_over_orientations(predict: Callable[[np.ndarray], tuple[np.ndarray, 
     for swap, axes in ORIENTATIONS[:count]:
         prob, info = predict(_orient(array, swap, axes))
         prob = _restore(prob, swap, axes)
-        total = prob.astype(np.float32) if total is None else total + prob
+        total = prob.astype(np.float32, copy=False) if total is None else total + prob
     return (total if count == 1 else total / count), {**info, "orientations": count}
