@@ -5,6 +5,7 @@ fast mode. Each measurement runs in its own process, so peak RSS is its own.
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
+    python benchmarks/inference_speed.py --model MODEL.pt --device cuda   # a GPU: each timed after a warm-up
 
 Prints a JSON summary: wall time, peak RSS, Dice between the official and fast labels."""
 from __future__ import annotations
@@ -60,28 +61,43 @@ def worker(args) -> dict:
     """One measurement in this process: a VARIANTS entry or `plain` (one eval forward, whole volume)."""
     torch.set_num_threads(args.threads) if args.threads else None
     array = volume(args)
-    started = time.perf_counter()
-    if args.worker == "plain":
-        net, meta = load_model(args.model)
-        size = [max(-(-s // 16) * 16, p) for s, p in zip(array.shape, meta["patch_size"])]
-        padded = np.zeros(size, np.float32)
-        padded[tuple(slice(0, s) for s in array.shape)] = array
-        with torch.no_grad():
-            net(torch.from_numpy(padded)[None, None])
-        info = {"window": size}
-    else:
-        model = Model.load(args.model, "cpu")
-        result = segment(array, model, spacing=la.SPACING, normalize=False, **VARIANTS[args.worker])
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def run() -> dict:
+        if args.worker == "plain":
+            net, meta = load_model(args.model)
+            size = [max(-(-s // 16) * 16, p) for s, p in zip(array.shape, meta["patch_size"])]
+            padded = np.zeros(size, np.float32)
+            padded[tuple(slice(0, s) for s in array.shape)] = array
+            with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=cuda):
+                net.to(device)(torch.from_numpy(padded)[None, None].to(device)).cpu()
+            return {"window": size}
+        result = segment(array, Model.load(args.model, device), spacing=la.SPACING, normalize=False,
+                         **VARIANTS[args.worker])
         np.save(args.out, result.label)
-        info = {k: result.info[k] for k in ("windows", "window")}
-    return {"mode": args.worker, "shape": list(array.shape), "seconds": round(time.perf_counter() - started, 2),
-            "peak_rss_gb": round(peak_rss_gb(), 2), **info}
+        return {k: result.info[k] for k in ("windows", "window")}
+
+    warmup = None
+    if cuda:  # the first call pays CUDA's start-up and kernel selection: timed apart, then the second is timed
+        started = time.perf_counter()
+        run()
+        warmup = round(time.perf_counter() - started, 2)
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    info = run()
+    record = {"mode": args.worker, "device": str(device), "shape": list(array.shape),
+              "seconds": round(time.perf_counter() - started, 2), "peak_rss_gb": round(peak_rss_gb(), 2), **info}
+    if cuda:
+        record.update(first_call_seconds=warmup, peak_gpu_gb=round(torch.cuda.max_memory_allocated() / 1e9, 2))
+    return record
 
 
 def run_worker(args, mode: str, out: Path, clinical: bool = False) -> dict:
     command = [sys.executable, __file__, "--model", str(args.model), "--la-root", str(args.la_root),
                "--worker", mode, "--out", str(out)] + (["--case", args.case] if args.case else []) + \
-              (["--clinical"] if clinical else []) + (["--threads", str(args.threads)] if args.threads else [])
+              (["--clinical"] if clinical else []) + (["--threads", str(args.threads)] if args.threads else []) + \
+              ["--device", args.device]
     record = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
     print(json.dumps(record), file=sys.stderr)
     return record
@@ -126,6 +142,7 @@ def main() -> None:
     p.add_argument("--la-root", type=Path, default=DEFAULT_LA)
     p.add_argument("--case", help="LA case id (default: the last of train.list)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (on CUDA each variant is timed after one warm-up call)")
     p.add_argument("--worker", choices=[*VARIANTS, "plain"], help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--clinical", action="store_true", help=argparse.SUPPRESS)
@@ -147,7 +164,8 @@ def main() -> None:
         clinical = run_worker(args, "fast", tmp / "clinical.npy", clinical=True)
         a, b = np.load(tmp / "official.npy").astype(bool), np.load(tmp / "fast.npy").astype(bool)
     summary = {
-        "model": str(args.model), "torch_threads": args.threads or torch.get_num_threads(),
+        "model": str(args.model), "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+        "torch_threads": args.threads or torch.get_num_threads(),
         "official": official, "fast": fast, "fast_patch_windows": fast_patch, "fast_tta4": tta[4], "fast_tta8": tta[8],
         "plain_forward": plain, "clinical_fast": clinical,
         "speedup_fast_vs_official": round(official["seconds"] / fast["seconds"], 1),

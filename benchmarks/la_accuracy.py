@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -59,18 +60,20 @@ METHODS = {
 
 
 def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                          cwd=HERE).stdout.strip() or "unknown"
+    # A copy without .git (a lent GPU machine gets the working tree only) names its commit in BENCHMARK_COMMIT.
+    return os.environ.get("BENCHMARK_COMMIT") or subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip() or "unknown"
 
 
 def dtc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dtc_training", *args]
 
 
-def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, device: str) -> dict:
+def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, device: str, workers: int) -> dict:
     run_dir = out / f"{protocol}-{method}-seed{seed}"
     train = dtc("train", "--la-root", str(la_root), "--labeled", "16", "--holdout", "16", "-o", str(run_dir),
-                "--seed", str(seed), "--device", device, "--progress", "json", "--checkpoint-every", "100",
+                "--seed", str(seed), "--device", device, "--workers", str(workers), "--progress", "json",
+                "--checkpoint-every", "100",
                 *PROTOCOLS[protocol], *METHODS[method])
     if (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists():
         train.append("--resume")  # a killed benchmark continues where it stopped
@@ -120,19 +123,21 @@ def main() -> None:
     p.add_argument("--la-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "LA")
     p.add_argument("--out", type=Path, default=HERE.parent / "runs" / "la_accuracy")
     p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=-1, help="DataLoader workers of each training (-1: dtc's default)")
+    p.add_argument("--results", type=Path, help="results JSON (default: benchmarks/results/la_accuracy_<protocol>.json)")
     args = p.parse_args()
     import torch
 
     hardware = (torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu"
                 else f"CPU x{torch.get_num_threads()}")
     commit = git_commit()
-    results_file = HERE / "results" / f"la_accuracy_{args.protocol}.json"
+    results_file = args.results or HERE / "results" / f"la_accuracy_{args.protocol}.json"
     results_file.parent.mkdir(exist_ok=True)
     # earlier runs of other methods or seeds stay; a rerun of the same method and seed replaces its record
     runs = json.loads(results_file.read_text())["runs"] if results_file.exists() else []
     for seed in args.seeds:
         for method in args.methods:
-            run = {**run_one(args.protocol, method, seed, args.la_root, args.out, args.device),
+            run = {**run_one(args.protocol, method, seed, args.la_root, args.out, args.device, args.workers),
                    "hardware": hardware, "commit": commit, "date": time.strftime("%Y-%m-%d")}
             runs = [r for r in runs if (r["method"], r["seed"]) != (method, seed)] + [run]
             results_file.write_text(json.dumps({"host": platform.node(), "runs": runs}, indent=2))
