@@ -71,7 +71,8 @@ def worker(args) -> dict:
             padded = np.zeros(size, np.float32)
             padded[tuple(slice(0, s) for s in array.shape)] = array
             with torch.no_grad(), torch.autocast("cuda", torch.float16, enabled=cuda):
-                net.to(device)(torch.from_numpy(padded)[None, None].to(device)).cpu()
+                seg_logits, _ = net.to(device)(torch.from_numpy(padded)[None, None].to(device))
+                seg_logits.cpu()  # waits for the GPU
             return {"window": size}
         result = segment(array, Model.load(args.model, device), spacing=la.SPACING, normalize=False,
                          **VARIANTS[args.worker])
