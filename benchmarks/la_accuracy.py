@@ -18,7 +18,8 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 `dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
 --intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
 `dtc+intensity`, and `dtc+intensity+spatial` adds --spatial-augmentation to it (the default recipe since
-2026-11-26). Run them with --methods.
+2026-11-26); `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that. Run them with
+--methods.
 
 Every model is also scored in `fast` mode with `--tta 8` (test-time orientation averaging, without
 post-processing), the most accurate inference this package offers.
@@ -56,6 +57,8 @@ METHODS = {
     "dtc+intensity+volume-levelset": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation",
                                       "--levelset-target", "volume"],
     "dtc+intensity+spatial": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation"],
+    "dtc+intensity+spatial+low-contrast": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation",
+                                           "--low-contrast-augmentation"],
 }
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     intensity_augmentation: bool = True  # random brightness, contrast, gamma and noise on every image
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
+    low_contrast_augmentation: bool = False  # intensities of 20% of the crops scaled by 0.2-1.0
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""

@@ -33,7 +33,7 @@ class IterationBatches(Dataset):
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
                  patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
                  intensity_augmentation: bool = False, levelset_target: str = "patch",
-                 spatial_augmentation: bool = False):
+                 spatial_augmentation: bool = False, low_contrast_augmentation: bool = False):
         volume_levelset = levelset_target == "volume"
         if volume_levelset:
             labeled = [with_volume_levelset(case, patch_size) for case in labeled]
@@ -41,9 +41,10 @@ class IterationBatches(Dataset):
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
         self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation, volume_levelset,
-                                                     spatial_augmentation)
+                                                     spatial_augmentation, low_contrast_augmentation)
         self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation,
-                                                       spatial=spatial_augmentation)
+                                                       spatial=spatial_augmentation,
+                                                       low_contrast=low_contrast_augmentation)
 
     def __len__(self) -> int:
         return self.iterations

@@ -143,7 +143,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
 
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
                                cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size,
-                               cfg.intensity_augmentation, cfg.levelset_target, cfg.spatial_augmentation)
+                               cfg.intensity_augmentation, cfg.levelset_target, cfg.spatial_augmentation,
+                               cfg.low_contrast_augmentation)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint if workers else None,

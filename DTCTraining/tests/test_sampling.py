@@ -159,3 +159,15 @@ def test_spatial_augmentation_resamples_some_crops_and_keeps_labels_binary_with_
 
     changed = changed_images(batches()[0], batches(spatial_augmentation=True)[0], binary_labels_with_their_level_sets)
     assert 5 < changed < 80  # each image is rotated or scaled with probability 0.3
+
+
+def test_low_contrast_augmentation_scales_some_images_towards_zero_and_keeps_the_geometry():
+    def same_geometry_and_a_scale_of_at_most_one(a, b):
+        assert np.array_equal(a["label"], b["label"]) and np.array_equal(a["levelset"], b["levelset"])
+        for x, y in zip(a["image"].numpy(), b["image"].numpy()):
+            scale = y[x != 0] / x[x != 0]
+            assert np.allclose(scale, scale[0], rtol=1e-4) and 0.2 - 1e-6 <= scale[0] <= 1 + 1e-6
+
+    changed = changed_images(batches()[0], batches(low_contrast_augmentation=True)[0],
+                             same_geometry_and_a_scale_of_at_most_one)
+    assert 3 < changed < 40  # each image is scaled with probability 0.2

@@ -64,12 +64,15 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
 
 
 def test_augmentations_are_the_default_and_can_be_turned_off(phantoms, tmp_path):
-    official = ["--no-intensity-augmentation", "--no-spatial-augmentation"]
-    for name, flags in (("default", []), ("official", official)):
+    runs = {"default": [], "official": ["--no-intensity-augmentation", "--no-spatial-augmentation"],
+            "low-contrast": ["--low-contrast-augmentation"]}
+    for name, flags in runs.items():
         run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
     used = {name: [json.loads((tmp_path / name / "train_config.json").read_text())["config"][key]
-                   for key in ("intensity_augmentation", "spatial_augmentation")] for name in ("default", "official")}
-    assert used == {"default": [True, True], "official": [False, False]}
+                   for key in ("intensity_augmentation", "spatial_augmentation", "low_contrast_augmentation")]
+            for name in runs}
+    assert used == {"default": [True, True, False], "official": [False, False, False],
+                    "low-contrast": [True, True, True]}
     # a checkpoint written before the switches existed resumes without them, as it was trained
     old = TrainConfig.from_dict({"iterations": 10})
     assert (old.intensity_augmentation, old.spatial_augmentation) == (False, False)
