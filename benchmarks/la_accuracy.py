@@ -18,8 +18,8 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 `dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
 --intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
 `dtc+intensity`, and `dtc+intensity+spatial` adds --spatial-augmentation to it (the default recipe since
-2026-11-26); `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that. Run them with
---methods.
+2026-11-26); `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (the default recipe since
+2026-11-26, later that day). Run them with --methods.
 
 Every model is also scored in `fast` mode with `--tta 8` (test-time orientation averaging, without
 post-processing), the most accurate inference this package offers.
@@ -46,17 +46,17 @@ PROTOCOLS = {
     "full": [],
 }
 EVALUATION_MODE = {"lite": "fast", "full": "official"}
-OFFICIAL = ["--no-intensity-augmentation", "--no-spatial-augmentation"]  # the paper's recipe, whatever the defaults
+OFFICIAL = ["--no-intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"]  # the paper's recipe, whatever the defaults
 METHODS = {
     "dtc": ["--unlabeled", "48", *OFFICIAL],
     "supervised": ["--unlabeled", "0", "--consistency", "0", "--levelset-weight", "0", *OFFICIAL],
     # recipe switches beyond the paper, weighed against `dtc` at the same iteration budget
     "dtc+ema": ["--unlabeled", "48", "--ema", "0.99", *OFFICIAL],
-    "dtc+intensity": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation"],
-    "dtc+ema+intensity": ["--unlabeled", "48", "--ema", "0.99", "--intensity-augmentation", "--no-spatial-augmentation"],
-    "dtc+intensity+volume-levelset": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation",
+    "dtc+intensity": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
+    "dtc+ema+intensity": ["--unlabeled", "48", "--ema", "0.99", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
+    "dtc+intensity+volume-levelset": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation",
                                       "--levelset-target", "volume"],
-    "dtc+intensity+spatial": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation"],
+    "dtc+intensity+spatial": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation", "--no-low-contrast-augmentation"],
     "dtc+intensity+spatial+low-contrast": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation",
                                            "--low-contrast-augmentation"],
 }

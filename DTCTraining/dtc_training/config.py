@@ -1,7 +1,7 @@
 """Training configuration. The defaults are the official DTC LA configuration (reference section 5), plus
-intensity and spatial augmentation, which the development split showed better at equal training time
-(docs/benchmarks.md); `--no-intensity-augmentation --no-spatial-augmentation` restores the official recipe
-exactly."""
+intensity, spatial and low-contrast augmentation, which the development split showed better at equal
+training time (docs/benchmarks.md); `--no-intensity-augmentation --no-spatial-augmentation
+--no-low-contrast-augmentation` restores the official recipe exactly."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -39,7 +39,7 @@ class TrainConfig:
     intensity_augmentation: bool = True  # random brightness, contrast, gamma and noise on every image
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
-    low_contrast_augmentation: bool = False  # intensities of 20% of the crops scaled by 0.2-1.0
+    low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""
@@ -52,5 +52,6 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         # a run saved before an augmentation switch existed trained without it, and resumes so
-        saved_before = {"intensity_augmentation": False, "spatial_augmentation": False}
+        saved_before = {"intensity_augmentation": False, "spatial_augmentation": False,
+                        "low_contrast_augmentation": False}
         return cls(**{**saved_before, **{k: v for k, v in values.items() if k in known}})
