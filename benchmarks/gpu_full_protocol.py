@@ -67,13 +67,14 @@ def main() -> None:
     workers = args.workers or max(2, ((os.cpu_count() or 4) - len(args.methods)) // len(args.methods))
     iterations = 6000  # the full protocol's
     processes, status = {}, {}
+    args.runs.mkdir(parents=True, exist_ok=True)
     for method in args.methods:
         command = [sys.executable, str(HERE / "la_accuracy.py"), "--protocol", "full", "--methods", method,
                    "--seeds", str(args.seed), "--la-root", str(args.la_root), "--out", str(args.runs),
                    "--workers", str(workers), "--results", str(args.runs / f"{method}.json")]
-        args.runs.mkdir(parents=True, exist_ok=True)
-        log = open(args.runs / f"{method}.log", "w")
-        processes[method] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        with open(args.runs / f"{method}.log", "w") as log:  # the child keeps its own copy of the handle
+            processes[method] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                 start_new_session=True)
         print(f"started {method} ({workers} workers)", flush=True)
     run_dir = {m: args.runs / f"full-{m}-seed{args.seed}" for m in args.methods}
     while any(proc.poll() is None for proc in processes.values()):

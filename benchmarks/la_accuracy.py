@@ -17,9 +17,9 @@ Methods: `dtc` (16 labeled + 48 unlabeled, the DTC loss, the paper's recipe) and
 labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and iteration budget;
 `dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
 --intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
-`dtc+intensity`, and `dtc+intensity+spatial` adds --spatial-augmentation to it (the default recipe since
-2026-11-26); `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (the default recipe since
-2026-11-26, later that day). Run them with --methods.
+`dtc+intensity`, `dtc+intensity+spatial` adds --spatial-augmentation to it, and
+`dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe). Every
+method states all augmentation switches, so it stays the same when a default changes. Run them with --methods.
 
 Every model is also scored in `fast` mode with `--tta 8` (test-time orientation averaging, without
 post-processing), the most accurate inference this package offers.
@@ -46,19 +46,26 @@ PROTOCOLS = {
     "full": [],
 }
 EVALUATION_MODE = {"lite": "fast", "full": "official"}
-OFFICIAL = ["--no-intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"]  # the paper's recipe, whatever the defaults
+AUGMENTATIONS = ("intensity", "spatial", "low-contrast")  # dtc train's --[no-]<name>-augmentation switches
+
+
+def recipe(*on: str) -> list[str]:
+    """Every augmentation switch stated, `on` turned on and the rest off: a method stays what it was
+    whatever `dtc train` defaults to."""
+    return [f"--{'' if name in on else 'no-'}{name}-augmentation" for name in AUGMENTATIONS]
+
+
+SEMI = ["--unlabeled", "48"]
 METHODS = {
-    "dtc": ["--unlabeled", "48", *OFFICIAL],
-    "supervised": ["--unlabeled", "0", "--consistency", "0", "--levelset-weight", "0", *OFFICIAL],
+    "dtc": [*SEMI, *recipe()],  # the paper's recipe
+    "supervised": ["--unlabeled", "0", "--consistency", "0", "--levelset-weight", "0", *recipe()],
     # recipe switches beyond the paper, weighed against `dtc` at the same iteration budget
-    "dtc+ema": ["--unlabeled", "48", "--ema", "0.99", *OFFICIAL],
-    "dtc+intensity": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
-    "dtc+ema+intensity": ["--unlabeled", "48", "--ema", "0.99", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
-    "dtc+intensity+volume-levelset": ["--unlabeled", "48", "--intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation",
-                                      "--levelset-target", "volume"],
-    "dtc+intensity+spatial": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation", "--no-low-contrast-augmentation"],
-    "dtc+intensity+spatial+low-contrast": ["--unlabeled", "48", "--intensity-augmentation", "--spatial-augmentation",
-                                           "--low-contrast-augmentation"],
+    "dtc+ema": [*SEMI, "--ema", "0.99", *recipe()],
+    "dtc+intensity": [*SEMI, *recipe("intensity")],
+    "dtc+ema+intensity": [*SEMI, "--ema", "0.99", *recipe("intensity")],
+    "dtc+intensity+volume-levelset": [*SEMI, *recipe("intensity"), "--levelset-target", "volume"],
+    "dtc+intensity+spatial": [*SEMI, *recipe("intensity", "spatial")],
+    "dtc+intensity+spatial+low-contrast": [*SEMI, *recipe("intensity", "spatial", "low-contrast")],
 }
 
 

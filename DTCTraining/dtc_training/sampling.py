@@ -40,11 +40,10 @@ class IterationBatches(Dataset):
         self.labeled, self.unlabeled = labeled, unlabeled
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
-        self.augment_labeled = training_augmentation(patch_size, True, intensity_augmentation, volume_levelset,
-                                                     spatial_augmentation, low_contrast_augmentation)
-        self.augment_unlabeled = training_augmentation(patch_size, False, intensity_augmentation,
-                                                       spatial=spatial_augmentation,
-                                                       low_contrast=low_contrast_augmentation)
+        switches = dict(intensity=intensity_augmentation, spatial=spatial_augmentation,
+                        low_contrast=low_contrast_augmentation)
+        self.augment_labeled = training_augmentation(patch_size, True, volume_levelset=volume_levelset, **switches)
+        self.augment_unlabeled = training_augmentation(patch_size, False, **switches)
 
     def __len__(self) -> int:
         return self.iterations
