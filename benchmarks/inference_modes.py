@@ -1,6 +1,6 @@
 """Inference modes against the ground truth: `official` (the official window grid, plain averaging), the
-default `fast` mode, and fast mode held to windows of the training patch (Gaussian blending, no larger
-context), on the held-out development cases with one trained model. Reports, per case and on average,
+default `fast` mode (windows of the training patch, Gaussian blending) and fast mode with whole-volume
+windows (`--window-size volume`, one pass), on the held-out development cases with one trained model. Reports, per case and on average,
 the Dice between the official and fast labels and each mode's Dice against the ground truth, so that a
 disagreement between the modes can be told apart from a loss of accuracy.
 
@@ -21,15 +21,14 @@ import torch
 from dtc_training import la
 from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
-from inference_speed import PATCH_WINDOWS_MEMORY_GB
 
 HERE = Path(__file__).resolve().parent
-MODES = ("official", "fast", "fast-patch")
+MODES = ("official", "fast", "fast-volume")
 
 
 def labels(image: np.ndarray, model: Model) -> dict[str, np.ndarray]:
     options = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-               "fast-patch": {"mode": "fast", "memory_gb": PATCH_WINDOWS_MEMORY_GB}}
+               "fast-volume": {"mode": "fast", "window_size": "volume"}}
     return {name: segment(image, model, spacing=la.SPACING, normalize=False, **kw).label
             for name, kw in options.items()}
 
@@ -48,7 +47,7 @@ def main() -> None:
         image, truth = la.read_case(args.la_root, case)
         out = labels(image, model)
         row = {"case": case, "official_vs_fast": dice(out["official"], out["fast"]),
-               "official_vs_fast_patch": dice(out["official"], out["fast-patch"]),
+               "official_vs_fast_volume": dice(out["official"], out["fast-volume"]),
                **{f"dice_{m.replace('-', '_')}": dice(out[m], truth) for m in MODES}}
         rows.append(row)
         print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)

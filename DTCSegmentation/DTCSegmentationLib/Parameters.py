@@ -16,6 +16,7 @@ from typing import Optional
 
 DEVICES = ("auto", "cpu", "cuda")
 ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
+WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
 
 
 @dataclass
@@ -71,11 +72,12 @@ class TrainingParameters:
 
 @dataclass
 class SegmentParameters:
-    """Inference options handed to `dtc infer` (its sliding-window choices: the mode, the memory budget
-    that sizes the fast mode's windows, the device, test-time orientation averaging, the largest-component
+    """Inference options handed to `dtc infer` (its sliding-window choices: the mode, the fast mode's
+    window size and the memory budget that sizes its window batches (and volume windows), the device, test-time orientation averaging, the largest-component
     clean-up)."""
     device: str = "auto"
-    mode: str = "fast"  # fast (large windows, folded batch norm) | official (the paper's 112x112x80 windows)
+    mode: str = "fast"  # fast (few blended windows, folded batch norm) | official (the paper's window grid)
+    windowSize: str = "patch"  # fast mode: patch (the training patch, most accurate) | volume (fastest)
     memoryGb: float = 0.0  # window budget for the fast mode; 0 = what the device has
     orientations: int = 1  # average over 1, 2, 4 or 8 training orientations (as many passes)
     largestComponent: bool = True
@@ -84,6 +86,8 @@ class SegmentParameters:
         out = []
         if self.mode not in ("fast", "official"):
             out.append(f"mode {self.mode!r} is not fast or official")
+        if self.windowSize not in WINDOW_SIZES:
+            out.append(f"window size {self.windowSize!r} is not patch or volume")
         if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
             out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
         if self.memoryGb < 0:
@@ -94,6 +98,8 @@ class SegmentParameters:
 
     def arguments(self) -> list[str]:
         args = ["--mode", self.mode]
+        if self.mode == "fast":
+            args += ["--window-size", self.windowSize]
         if self.device != "auto":
             args += ["--device", self.device]
         if self.memoryGb > 0:

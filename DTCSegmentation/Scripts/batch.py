@@ -25,7 +25,7 @@ for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed e
 
 
 def _parser() -> argparse.ArgumentParser:
-    from DTCSegmentationLib.Parameters import ORIENTATION_COUNTS, TrainingParameters
+    from DTCSegmentationLib.Parameters import ORIENTATION_COUNTS, WINDOW_SIZES, TrainingParameters
 
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True, help="model store name or model.pt path")
     s.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     s.add_argument("--mode", choices=["fast", "official"], default="fast")
+    s.add_argument("--window-size", choices=WINDOW_SIZES, default="patch",
+                   help="fast mode: patch (the training patch, most accurate) or volume (fastest)")
     s.add_argument("--device", default="auto")
     s.add_argument("--memory-gb", type=float, default=0.0)
     s.add_argument("--tta", type=int, choices=ORIENTATION_COUNTS, default=1, help="test-time orientations (passes)")
@@ -65,7 +67,7 @@ def _segment(args) -> int:
     from DTCSegmentationLib.InferenceLogic import InferenceLogic
     from DTCSegmentationLib.Parameters import SegmentParameters
 
-    params = SegmentParameters(device=args.device, mode=args.mode, memoryGb=args.memory_gb,
+    params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size, memoryGb=args.memory_gb,
                                orientations=args.tta, largestComponent=not args.no_largest_component)
     inputs = []
     for path in args.inputs:

@@ -21,7 +21,7 @@ from .errors import InputError
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
-from .sliding_window import MODES, FoldedVNet, auto_device, predict_fast, predict_official
+from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, auto_device, predict_fast, predict_official, window_sides
 from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, zscore
 
 log = logging.getLogger(__name__)
@@ -62,16 +62,19 @@ class Segmentation:
 
 def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: str = "fast",
             largest_component: bool = False, probability: bool = False, spacing: Sequence[float] | None = None,
-            normalize: bool = True, memory_gb: float | None = None, orientations: int = 1,
-            name: str = "image") -> Segmentation:
+            normalize: bool = True, memory_gb: float | None = None, window_size: str = "patch",
+            orientations: int = 1, name: str = "image") -> Segmentation:
     """Segment one volume. A numpy array is (x, y, z) on the grid of `spacing` (mm; None = already on
     the model's grid). `normalize=False` skips the z-score for data stored normalised (the UA-MT h5 files).
     `largest_component` keeps the largest 26-connected component, as the official `--nms 1`.
+    `window_size` sizes the fast mode's windows: "patch" (near the training patch; default) or "volume".
     `orientations` > 1 averages over that many of the in-plane orientations seen in training (1, 2, 4, 8)."""
     if mode not in MODES:
         raise InputError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
     if orientations not in COUNTS:
         raise InputError(f"orientations {orientations}: choose one of {', '.join(map(str, COUNTS))}")
+    if window_size not in WINDOW_SIZES:
+        raise InputError(f"window size {window_size!r}: choose one of {', '.join(WINDOW_SIZES)}")
     model = model if isinstance(model, Model) else Model.load(model)
     started = time.perf_counter()
     is_array = isinstance(image, np.ndarray)
@@ -99,8 +102,11 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
         predict = partial(predict_official, model.net, patch=patch, device=model.device)
     else:
         predict = partial(predict_fast, model.folded, patch=patch, device=model.device,
-                          n_filters=model.meta["n_filters"], memory_gb=memory_gb)
+                          n_filters=model.meta["n_filters"], memory_gb=memory_gb,
+                          max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
+    if mode == "fast":
+        info["window_size"] = window_size
     if resampled:
         prob = to_array(resample_like(from_array(prob, grid), image), name)
     label = (prob > THRESHOLD).astype(np.uint8)

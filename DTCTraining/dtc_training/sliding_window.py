@@ -3,8 +3,9 @@
 - `official`: the window grid of the official DTC test code (reference section 7): 112x112x80 windows
   at strides 18/18/4, the last window clamped to the end, zero padding up to the patch, plain averaging
   of sigmoid(seg). The unmodified network in fp32, one window at a time: the parity reference.
-- `fast` (default): the fewest, largest windows that fit a memory budget (a whole-volume pass when it
-  fits), Gaussian blending where windows overlap, a BN-folded channels-last copy of the network with a
+- `fast` (default): windows of the training patch (`window_size="patch"`, the default) or the fewest,
+  largest windows that fit a memory budget (`"volume"`: a whole-volume pass when it fits), batched,
+  Gaussian blending where windows overlap, a BN-folded channels-last copy of the network with a
   forward that frees skip tensors early, fp16 autocast on CUDA, and out-of-memory fallback.
 
 Arrays are (x, y, z) float32; results are sigmoid probabilities of the segmentation head."""
@@ -29,6 +30,11 @@ from .model import DualTaskVNet
 log = logging.getLogger(__name__)
 
 MODES = ("fast", "official")
+# Fast-mode window sizes. "patch": the training patch (rounded up to 16). The network learned from crops
+# of that size; larger windows, even by one 16-voxel step, lose Dice on a full-protocol model
+# (docs/benchmarks.md, "Window size"). "volume": as large as memory allows, one pass when it fits: the
+# fastest.
+WINDOW_SIZES = ("patch", "volume")
 OFFICIAL_STRIDES = (18, 18, 4)
 DIVISOR = 16  # four stride-2 levels: every window side must be a multiple of 16
 FAST_OVERLAP = 32  # voxels shared by neighbouring fast windows, blended with Gaussian weights
@@ -109,13 +115,16 @@ def official_plan(shape: Sequence[int], patch: Sequence[int]) -> WindowPlan:
     return WindowPlan(tuple(patch), overlap, windows, "constant", 1)
 
 
-def fast_plan(shape: Sequence[int], patch: Sequence[int], max_voxels: int) -> WindowPlan:
-    """Fewest computed voxels with windows of at most `max_voxels`. Window sides are multiples of 16,
-    at least the patch; neighbouring windows overlap by FAST_OVERLAP voxels (at most half a window)."""
+def fast_plan(shape: Sequence[int], patch: Sequence[int], max_voxels: int,
+              max_sides: Sequence[int] | None = None) -> WindowPlan:
+    """Fewest computed voxels with windows of at most `max_voxels` and sides of at most `max_sides`
+    (None: up to the whole volume). Window sides are multiples of 16, at least the patch; neighbouring
+    windows overlap by FAST_OVERLAP voxels (at most half a window)."""
     shape = [max(int(s), int(p)) for s, p in zip(shape, patch)]
+    max_sides = max_sides or [_round_up(s) for s in shape]
     per_axis = []  # (side, windows along the axis) candidates
-    for size, p in zip(shape, patch):
-        sides = range(_round_up(p), _round_up(size) + 1, DIVISOR)
+    for size, p, cap in zip(shape, patch, max_sides):
+        sides = range(_round_up(p), min(_round_up(size), cap) + 1, DIVISOR)
         per_axis.append([(r, _windows_along(size, r, r - min(FAST_OVERLAP, r // 2))) for r in sides])
     best = None
     for choice in product(*per_axis):
@@ -135,6 +144,11 @@ def fast_plan(shape: Sequence[int], patch: Sequence[int], max_voxels: int) -> Wi
 
 def _round_up(n: int) -> int:
     return -(-n // DIVISOR) * DIVISOR
+
+
+def window_sides(patch: Sequence[int], window_size: str) -> tuple[int, ...] | None:
+    """The largest window sides of a fast-mode window policy (None: no limit but memory)."""
+    return None if window_size == "volume" else tuple(_round_up(p) for p in patch)
 
 
 def max_window_voxels(device: torch.device, n_filters: int, memory_gb: float | None) -> int:
@@ -178,14 +192,15 @@ def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int],
 
 
 def predict_fast(folded: FoldedVNet, array: np.ndarray, patch: Sequence[int], device: torch.device,
-                 n_filters: int, memory_gb: float | None = None) -> tuple[np.ndarray, dict]:
+                 n_filters: int, memory_gb: float | None = None,
+                 max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
     """Fast-mode probabilities. On out-of-memory: halve the window batch, then the window size, then
     (on CUDA) move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb)
     batch_cap = None
     min_voxels = math.prod(_round_up(p) for p in patch)
     while True:
-        plan = fast_plan(array.shape, patch, max_voxels)
+        plan = fast_plan(array.shape, patch, max_voxels, max_sides)
         if batch_cap is not None:
             plan.batch = min(plan.batch, batch_cap)
         try:

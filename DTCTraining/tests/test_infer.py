@@ -147,6 +147,23 @@ def test_orientation_averaging_keeps_geometry_and_is_reported(tmp_path, model):
     assert json.loads(report.read_text())["reports"][0]["orientations"] == 4 and "x 4 orientation(s)" in proc.stderr
 
 
+def test_window_size_patch_is_the_default_and_volume_is_one_pass(tmp_path, model):
+    # the threshold network has no context to lose: both window sizes must give the same label
+    image, centre, radius = ball_image(size=(70, 50, 30), spacing=(1.0, 1.0, 1.0), centre_index=(35, 25, 15))
+    patch, volume = segment(image, model), segment(image, model, window_size="volume")
+    assert (patch.info["window_size"], patch.info["window"]) == ("patch", PATCH) and patch.info["windows"] > 1
+    assert (volume.info["window_size"], volume.info["windows"]) == ("volume", 1)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(patch.label), sitk.GetArrayFromImage(volume.label))
+    assert "window_size" not in segment(image, model, mode="official").info
+    with pytest.raises(InputError, match="window size 'huge'"):
+        segment(image, model, window_size="huge")
+    source, report = tmp_path / "scan.nrrd", tmp_path / "report.json"
+    sitk.WriteImage(image, str(source))
+    run_dtc("infer", "--model", tmp_path / "model.pt", source, "-o", tmp_path / "label.nrrd",
+            "--window-size", "volume", "--report", report)
+    assert json.loads(report.read_text())["reports"][0]["windows"] == 1
+
+
 @pytest.mark.parametrize("suffix", [".nrrd", ".nii.gz", ".mha"])
 def test_cli_single_file_keeps_geometry_in_every_format(tmp_path, suffix):
     model_path = threshold_model_file(tmp_path / "model.pt")

@@ -106,7 +106,7 @@ def test_volume_larger_than_the_memory_budget_is_windowed(model_path):
     image, centre, radius = ball_image(size=(90, 70, 40), spacing=(1.0, 1.0, 1.0), centre_index=(45, 35, 20),
                                        radius_mm=15, direction=(1, 0, 0, 0, 1, 0, 0, 0, 1))
     model = Model.load(model_path, "cpu")
-    whole = segment(image, model)
-    windowed = segment(image, model, memory_gb=64 * 48 * 48 * 32 * 1e-9)
+    whole = segment(image, model, window_size="volume")
+    windowed = segment(image, model, window_size="volume", memory_gb=64 * 48 * 48 * 32 * 1e-9)
     assert whole.info["windows"] == 1 and windowed.info["windows"] > 4
     np.testing.assert_array_equal(sitk.GetArrayFromImage(windowed.label), sitk.GetArrayFromImage(whole.label))

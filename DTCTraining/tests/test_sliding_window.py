@@ -12,6 +12,7 @@ from torch import nn
 from dtc_training.model import DualTaskVNet
 from dtc_training.sliding_window import (
     FAST_OVERLAP, FoldedVNet, OFFICIAL_STRIDES, fast_plan, max_window_voxels, predict_fast, predict_official,
+    window_sides,
 )
 
 CPU = torch.device("cpu")
@@ -100,6 +101,16 @@ def test_fast_plan_windows_fit_the_budget_and_overlap():
     for size, roi, overlap in zip((190, 142, 88), plan.roi, plan.overlap):
         if size > roi:
             assert roi - int(roi * (1 - overlap)) >= FAST_OVERLAP
+
+
+def test_patch_window_size_keeps_the_training_patch_whatever_the_budget():
+    patch = (112, 112, 80)
+    assert window_sides(patch, "volume") is None
+    for shape, per_axis in (((190, 142, 88), (2, 2, 2)), ((576, 576, 88), (7, 7, 2)), ((60, 50, 40), (1, 1, 1))):
+        plan = fast_plan(shape, patch, max_voxels=10**9, max_sides=window_sides(patch, "patch"))
+        assert plan.roi == patch and plan.windows == math.prod(per_axis)
+        assert plan.batch == plan.windows  # a large budget batches every window at once
+    assert fast_plan((190, 142, 88), patch, max_voxels=10**9).windows == 1  # what "volume" would do
 
 
 def test_clinical_field_of_view_is_windowed_under_the_default_cpu_budget():

@@ -58,6 +58,9 @@ def test_segment_creates_the_named_segment_on_the_input_geometry_and_reruns_upda
 def test_test_time_orientations_reach_the_backend(scene, tinyModel, tmp_path):
     assert SegmentParameters(orientations=4).arguments()[-3:] == ["--tta", "4", "--largest-component"]
     assert SegmentParameters(orientations=3).problems() == ["test-time orientations 3 is not one of 1, 2, 4, 8"]
+    assert SegmentParameters().arguments()[:4] == ["--mode", "fast", "--window-size", "patch"]
+    assert "--window-size" not in SegmentParameters(mode="official").arguments()
+    assert SegmentParameters(windowSize="huge").problems() == ["window size 'huge' is not patch or volume"]
     image, _ = phantom(5, size=(24, 20, 18))
     volume = addVolume(scene, image, "patient", obliqueMatrix())
     params = SegmentParameters(device="cpu", largestComponent=False, orientations=4)

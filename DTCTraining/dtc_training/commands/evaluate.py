@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="case list: a file, or a list name beside the cases folder (test.list)")
     model.add_argument("--max-cases", type=int, help="only the first N cases of the list")
     model.add_argument("--mode", choices=["fast", "official"], default="fast")
+    model.add_argument("--window-size", choices=["patch", "volume"], default="patch",
+                       help="fast-mode window size: patch (default) or volume (see dtc infer)")
     model.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                        help="average over N in-plane orientations seen in training (1, 2, 4 or 8)")
     model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -51,7 +53,9 @@ def run(args) -> int:
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
         model = Model.load(args.model, None if args.device == "auto" else args.device)
         settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device))
-        cases = ev.evaluate_model(model, args.la_root, case_ids, mode=args.mode,
+        if args.mode == "fast":
+            settings["window_size"] = args.window_size
+        cases = ev.evaluate_model(model, args.la_root, case_ids, mode=args.mode, window_size=args.window_size,
                                   largest_component=args.largest_component, orientations=args.tta)
     result = ev.report(cases, settings)
     print(ev.format_table(result))

@@ -17,7 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="label file for one input (by its suffix: .nrrd, .nii.gz, .mha, ...), else a folder "
                         "receiving <input>-label.nrrd per input")
     p.add_argument("--mode", choices=["fast", "official"], default="fast",
-                   help="fast (default): few large blended windows; official: the official DTC window grid")
+                   help="fast (default): few blended windows, BN folded; official: the official DTC window grid")
+    p.add_argument("--window-size", choices=["patch", "volume"], default="patch",
+                   help="fast-mode window size: patch (default: near the training patch, the most accurate) or "
+                        "volume (as large as --memory-gb allows, one pass when it fits: the fastest)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest connected component only")
     p.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                    help="average over N in-plane orientations seen in training (1, 2, 4 or 8; N passes; default 1)")
@@ -41,7 +44,7 @@ def run(args) -> int:
     model = Model.load(args.model, None if args.device == "auto" else args.device)
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
-                            orientations=args.tta)
+                            window_size=args.window_size, orientations=args.tta)
     if args.report:
         atomic_json_save({"model": str(args.model), "reports": reports}, args.report)
     return 0
