@@ -1,6 +1,8 @@
 """Dice per held-out case, supervised-only against DTC, from benchmarks/results/la_accuracy_<protocol>.json.
 
-    python benchmarks/plot_la_accuracy.py --protocol lite     # writes docs/figures/la_accuracy_lite.png"""
+    python benchmarks/plot_la_accuracy.py --protocol lite     # writes docs/figures/la_accuracy_lite.png
+    python benchmarks/plot_la_accuracy.py --protocol lite --supervised supervised+intensity+spatial+low-contrast \
+        --dtc dtc+intensity+spatial+low-contrast --name default-recipe   # ..._lite_default-recipe.png"""
 from __future__ import annotations
 
 import argparse
@@ -19,26 +21,31 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", default="lite")
     p.add_argument("--post", choices=["without_lcc", "with_lcc"], default="without_lcc")
+    p.add_argument("--supervised", default="supervised", help="la_accuracy method on the x axis")
+    p.add_argument("--dtc", default="dtc", help="la_accuracy method on the y axis")
+    p.add_argument("--name", help="figure name suffix (la_accuracy_<protocol>_<name>.png)")
     args = p.parse_args()
     runs = [r for r in json.loads((HERE / "results" / f"la_accuracy_{args.protocol}.json").read_text())["runs"]
             if r["status"] == "finished"]
-    seeds = sorted({r["seed"] for r in runs if r["method"] == "dtc"} & {r["seed"] for r in runs if r["method"] == "supervised"})
+    seeds = sorted({r["seed"] for r in runs if r["method"] == args.dtc} &
+                   {r["seed"] for r in runs if r["method"] == args.supervised})
     fig, ax = plt.subplots(figsize=(7, 7))
     for seed, marker in zip(seeds, "os^v"):
         dice = {r["method"]: r[args.post]["per_case_dice"] for r in runs if r["seed"] == seed}
-        cases = sorted(dice["dtc"])
-        x = [100 * dice["supervised"][c] for c in cases]
-        y = [100 * dice["dtc"][c] for c in cases]
+        cases = sorted(dice[args.dtc])
+        x = [100 * dice[args.supervised][c] for c in cases]
+        y = [100 * dice[args.dtc][c] for c in cases]
         mean_gain = sum(b - a for a, b in zip(x, y)) / len(cases)
         ax.scatter(x, y, marker=marker, label=f"seed {seed}: DTC - supervised = {mean_gain:+.2f} Dice points")
     low = min(min(c.get_offsets()[:, 0].min(), c.get_offsets()[:, 1].min()) for c in ax.collections) - 2
     ax.plot([low, 100], [low, 100], color="grey", lw=1, ls="--", label="equal")
-    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel="supervised-only Dice % (16 labeled)",
-           ylabel="DTC Dice % (16 labeled + 48 unlabeled)",
+    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel=f"{args.supervised} Dice % (16 labeled)",
+           ylabel=f"{args.dtc} Dice % (16 labeled + 48 unlabeled)",
            title=f"LA, {args.protocol} protocol: Dice per held-out case ({len(cases)} cases)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
-    out = HERE.parent / "docs" / "figures" / f"la_accuracy_{args.protocol}.png"
+    suffix = f"_{args.name}" if args.name else ""
+    out = HERE.parent / "docs" / "figures" / f"la_accuracy_{args.protocol}{suffix}.png"
     out.parent.mkdir(exist_ok=True)
     fig.savefig(out, dpi=100, bbox_inches="tight")
     print(out)
