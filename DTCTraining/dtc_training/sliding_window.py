@@ -37,7 +37,8 @@ MODES = ("fast", "official")
 WINDOW_SIZES = ("patch", "volume")
 OFFICIAL_STRIDES = (18, 18, 4)
 DIVISOR = 16  # four stride-2 levels: every window side must be a multiple of 16
-FAST_OVERLAP = 32  # voxels shared by neighbouring fast windows, blended with Gaussian weights
+FAST_OVERLAP = 16  # least overlap of neighbouring fast windows, blended with Gaussian weights (32 gave the
+# same Dice with a third more windows: docs/benchmarks.md, "Window size")
 # Peak activation memory of the folded fp32 forward, bytes per voxel per filter (measured: ~217 B/voxel
 # at 16 filters on CPU; the margin covers allocator slack).
 BYTES_PER_VOXEL_PER_FILTER = 16
@@ -119,7 +120,7 @@ def fast_plan(shape: Sequence[int], patch: Sequence[int], max_voxels: int,
               max_sides: Sequence[int] | None = None) -> WindowPlan:
     """Fewest computed voxels with windows of at most `max_voxels` and sides of at most `max_sides`
     (None: up to the whole volume). Window sides are multiples of 16, at least the patch; neighbouring
-    windows overlap by FAST_OVERLAP voxels (at most half a window)."""
+    windows overlap by at least FAST_OVERLAP voxels (at most half a window)."""
     shape = [max(int(s), int(p)) for s, p in zip(shape, patch)]
     max_sides = max_sides or [_round_up(s) for s in shape]
     per_axis = []  # (side, windows along the axis) candidates
