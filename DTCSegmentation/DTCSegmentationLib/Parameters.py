@@ -72,9 +72,8 @@ class TrainingParameters:
 
 @dataclass
 class SegmentParameters:
-    """Inference options handed to `dtc infer` (its sliding-window choices: the mode, the fast mode's
-    window size and the memory budget that sizes its window batches (and volume windows), the device, test-time orientation averaging, the largest-component
-    clean-up)."""
+    """Inference options handed to `dtc infer`: the sliding-window mode, the fast mode's window size and
+    memory budget, the device, test-time orientation averaging, the largest-component clean-up."""
     device: str = "auto"
     mode: str = "fast"  # fast (few blended windows, folded batch norm) | official (the paper's window grid)
     windowSize: str = "patch"  # fast mode: patch (the training patch, most accurate) | volume (fastest)

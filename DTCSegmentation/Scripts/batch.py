@@ -67,8 +67,9 @@ def _segment(args) -> int:
     from DTCSegmentationLib.InferenceLogic import InferenceLogic
     from DTCSegmentationLib.Parameters import SegmentParameters
 
-    params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size, memoryGb=args.memory_gb,
-                               orientations=args.tta, largestComponent=not args.no_largest_component)
+    params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size,
+                               memoryGb=args.memory_gb, orientations=args.tta,
+                               largestComponent=not args.no_largest_component)
     inputs = []
     for path in args.inputs:
         inputs += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]

@@ -67,7 +67,7 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     """Segment one volume. A numpy array is (x, y, z) on the grid of `spacing` (mm; None = already on
     the model's grid). `normalize=False` skips the z-score for data stored normalised (the UA-MT h5 files).
     `largest_component` keeps the largest 26-connected component, as the official `--nms 1`.
-    `window_size` sizes the fast mode's windows: "patch" (near the training patch; default) or "volume".
+    `window_size` sizes the fast mode's windows: "patch" (the training patch; default) or "volume" (one pass).
     `orientations` > 1 averages over that many of the in-plane orientations seen in training (1, 2, 4, 8)."""
     if mode not in MODES:
         raise InputError(f"mode {mode!r}: choose one of {', '.join(MODES)}")

@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["fast", "official"], default="fast",
                    help="fast (default): few blended windows, BN folded; official: the official DTC window grid")
     p.add_argument("--window-size", choices=["patch", "volume"], default="patch",
-                   help="fast-mode window size: patch (default: near the training patch, the most accurate) or "
+                   help="fast-mode window size: patch (default: the training patch, the most accurate) or "
                         "volume (as large as --memory-gb allows, one pass when it fits: the fastest)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest connected component only")
     p.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
