@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+MARKERS = "os^vDPX*h8"  # one per seed
 
 
 def main() -> None:
@@ -29,8 +30,10 @@ def main() -> None:
             if r["status"] == "finished"]
     seeds = sorted({r["seed"] for r in runs if r["method"] == args.dtc} &
                    {r["seed"] for r in runs if r["method"] == args.supervised})
+    if len(seeds) > len(MARKERS):
+        raise SystemExit(f"{len(seeds)} seeds: at most {len(MARKERS)} fit one figure")
     fig, ax = plt.subplots(figsize=(7, 7))
-    for seed, marker in zip(seeds, "os^v"):
+    for seed, marker in zip(seeds, MARKERS):
         dice = {r["method"]: r[args.post]["per_case_dice"] for r in runs if r["seed"] == seed}
         cases = sorted(dice[args.dtc])
         x = [100 * dice[args.supervised][c] for c in cases]
