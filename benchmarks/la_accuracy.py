@@ -26,6 +26,10 @@ Every model is also scored in `fast` mode with `--tta 8` (test-time orientation 
 post-processing). Fast-mode scores use whole-volume windows (`--window-size volume`), as when the first
 rows were recorded.
 
+A run folder that already holds a model is not trained again, and its evaluation files are reused (each
+record names the device every evaluation ran on), so a benchmark stopped by a lease's end finishes on
+another machine.
+
 Writes benchmarks/results/la_accuracy_<protocol>.json (every run: command, metrics, time) and prints the
 markdown rows for docs/benchmarks.md. A run that fails is recorded as failed, never dropped."""
 from __future__ import annotations
@@ -101,6 +105,8 @@ def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, dev
         events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
         record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]), trained_by_an_earlier_run=True)
     else:
+        for stale in run_dir.glob("evaluation-*.json"):  # scores of an earlier model in this folder
+            stale.unlink()
         proc = subprocess.run(train, capture_output=True, text=True)
         (run_dir / "train.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -114,12 +120,13 @@ def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, dev
         evaluate = dtc("evaluate", "--model", str(run_dir / "model.pt"), "--la-root", str(la_root),
                        "--cases", str(SPLITS / "la_validation.list"), "--device", device,
                        "--json", str(result_file), *flags)
-        proc = subprocess.run(evaluate, capture_output=True, text=True)
-        if proc.returncode != 0:
-            return {**record, "status": f"evaluation failed (exit {proc.returncode})", "log": proc.stderr[-2000:]}
+        if not result_file.exists():  # one finished before an interruption is kept (written atomically)
+            proc = subprocess.run(evaluate, capture_output=True, text=True)
+            if proc.returncode != 0:
+                return {**record, "status": f"evaluation failed (exit {proc.returncode})", "log": proc.stderr[-2000:]}
         result = json.loads(result_file.read_text())
         record[key] = {"mean": result["mean"], "per_case_dice": {c["case"]: c["dice"] for c in result["cases"]},
-                       "command": " ".join(evaluate[1:])}
+                       "command": " ".join(evaluate[1:]), "device": result["settings"]["device"]}
     return {**record, "status": "finished"}
 
 
