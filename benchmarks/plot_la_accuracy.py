@@ -2,7 +2,9 @@
 
     python benchmarks/plot_la_accuracy.py --protocol lite     # writes docs/figures/la_accuracy_lite.png
     python benchmarks/plot_la_accuracy.py --protocol lite --supervised supervised+intensity+spatial+low-contrast \
-        --dtc dtc+intensity+spatial+low-contrast --name default-recipe   # ..._lite_default-recipe.png"""
+        --dtc dtc+intensity+spatial+low-contrast --name default-recipe   # ..._lite_default-recipe.png
+    python benchmarks/plot_la_accuracy.py --protocol full --supervised dtc --dtc dtc+intensity+spatial+low-contrast \
+        --name recipes   # two DTC recipes against each other"""
 from __future__ import annotations
 
 import argparse
@@ -18,12 +20,17 @@ HERE = Path(__file__).resolve().parent
 MARKERS = "os^vDPX*h8"  # one per seed
 
 
+def axis_label(method: str) -> str:
+    data = "16 labeled" if method.startswith("supervised") else "16 labeled + 48 unlabeled"
+    return f"{method} Dice % ({data})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", default="lite")
     p.add_argument("--post", choices=["without_lcc", "with_lcc"], default="without_lcc")
-    p.add_argument("--supervised", default="supervised", help="la_accuracy method on the x axis")
-    p.add_argument("--dtc", default="dtc", help="la_accuracy method on the y axis")
+    p.add_argument("--supervised", default="supervised", help="la_accuracy method on the x axis (any method)")
+    p.add_argument("--dtc", default="dtc", help="la_accuracy method on the y axis (any method)")
     p.add_argument("--name", help="figure name suffix (la_accuracy_<protocol>_<name>.png)")
     args = p.parse_args()
     runs = [r for r in json.loads((HERE / "results" / f"la_accuracy_{args.protocol}.json").read_text())["runs"]
@@ -39,11 +46,10 @@ def main() -> None:
         x = [100 * dice[args.supervised][c] for c in cases]
         y = [100 * dice[args.dtc][c] for c in cases]
         mean_gain = sum(b - a for a, b in zip(x, y)) / len(cases)
-        ax.scatter(x, y, marker=marker, label=f"seed {seed}: DTC - supervised = {mean_gain:+.2f} Dice points")
+        ax.scatter(x, y, marker=marker, label=f"seed {seed}: y - x = {mean_gain:+.2f} Dice points")
     low = min(min(c.get_offsets()[:, 0].min(), c.get_offsets()[:, 1].min()) for c in ax.collections) - 2
     ax.plot([low, 100], [low, 100], color="grey", lw=1, ls="--", label="equal")
-    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel=f"{args.supervised} Dice % (16 labeled)",
-           ylabel=f"{args.dtc} Dice % (16 labeled + 48 unlabeled)",
+    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel=axis_label(args.supervised), ylabel=axis_label(args.dtc),
            title=f"LA, {args.protocol} protocol: Dice per held-out case ({len(cases)} cases)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)
