@@ -13,10 +13,22 @@ import torch
 from .errors import InputError
 
 
+def _new_file_mode() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; done once, at import, before any threads
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+# mkstemp creates its file readable by the owner alone; the renamed result gets the permissions of any
+# newly created file instead, so that colleagues (or Slicer under another account) can read models and labels.
+NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, NEW_FILE_MODE)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
