@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-EVALUATION_SECONDS = 100  # three `dtc evaluate` passes over the 16 held-out cases on a GPU, with margin
+EVALUATION_SECONDS = 150  # three `dtc evaluate` passes over the 16 held-out cases; the official one took 47 s on an H200
 PART_BYTES = 15 * 2**20
 
 
