@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -13,29 +14,21 @@ import torch
 from .errors import InputError
 
 
-def _new_file_mode() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; done once, at import, before any threads
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-# mkstemp creates its file readable by the owner alone; the renamed result gets the permissions of any
-# newly created file instead, so that colleagues (or Slicer under another account) can read models and labels.
-NEW_FILE_MODE = _new_file_mode()
-
-
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    # Created exclusively under a random name, as mkstemp does, but with mode 0o666 so that the umask, not
+    # mkstemp's owner-only mode, decides who may read the model or label (colleagues, Slicer under another
+    # account).
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
-        os.chmod(tmp, NEW_FILE_MODE)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

@@ -4,14 +4,19 @@ import stat
 
 import pytest
 
-from dtc_training.files import NEW_FILE_MODE, atomic_json_save, atomic_write
+from dtc_training.files import atomic_json_save, atomic_write
 
 
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
 def test_written_file_has_the_permissions_of_a_new_file(tmp_path):
-    path = atomic_json_save({"a": 1}, tmp_path / "result.json")
-    plain = tmp_path / "plain.json"
-    plain.write_text("{}")  # created the ordinary way, under the same umask
-    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == NEW_FILE_MODE
+    previous = os.umask(0o022)  # a common umask, so that owner-only (0o600) would show
+    try:
+        path = atomic_json_save({"a": 1}, tmp_path / "result.json")
+        plain = tmp_path / "plain.json"
+        plain.write_text("{}")  # created the ordinary way, under the same umask
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
