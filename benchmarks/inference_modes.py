@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from dtc_training import la
 from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
+from la_accuracy import git_commit  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 MODES = ("official", "fast", "fast-volume")
@@ -52,9 +52,7 @@ def main() -> None:
         rows.append(row)
         print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k != "case"}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    result = {"model": str(args.model), "cases": str(args.cases), "commit": commit,
+    result = {"model": str(args.model), "cases": str(args.cases), "commit": git_commit(),
               "date": time.strftime("%Y-%m-%d"), "mean": mean, "per_case": rows}
     out_file = HERE / "results" / f"inference_modes_{args.model.parent.name}.json"
     out_file.write_text(json.dumps(result, indent=2))

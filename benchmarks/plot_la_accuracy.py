@@ -1,9 +1,10 @@
-"""Dice per held-out case, supervised-only against DTC, from benchmarks/results/la_accuracy_<protocol>.json.
+"""Dice per held-out case of two methods (by default supervised-only against DTC), from
+benchmarks/results/la_accuracy_<protocol>.json.
 
     python benchmarks/plot_la_accuracy.py --protocol lite     # writes docs/figures/la_accuracy_lite.png
-    python benchmarks/plot_la_accuracy.py --protocol lite --supervised supervised+intensity+spatial+low-contrast \
-        --dtc dtc+intensity+spatial+low-contrast --name default-recipe   # ..._lite_default-recipe.png
-    python benchmarks/plot_la_accuracy.py --protocol full --supervised dtc --dtc dtc+intensity+spatial+low-contrast \
+    python benchmarks/plot_la_accuracy.py --protocol lite --x supervised+intensity+spatial+low-contrast \
+        --y dtc+intensity+spatial+low-contrast --name default-recipe   # ..._lite_default-recipe.png
+    python benchmarks/plot_la_accuracy.py --protocol full --x dtc --y dtc+intensity+spatial+low-contrast \
         --name recipes   # two DTC recipes against each other"""
 from __future__ import annotations
 
@@ -29,27 +30,27 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--protocol", default="lite")
     p.add_argument("--post", choices=["without_lcc", "with_lcc"], default="without_lcc")
-    p.add_argument("--supervised", default="supervised", help="la_accuracy method on the x axis (any method)")
-    p.add_argument("--dtc", default="dtc", help="la_accuracy method on the y axis (any method)")
+    p.add_argument("--x", default="supervised", help="la_accuracy method on the x axis")
+    p.add_argument("--y", default="dtc", help="la_accuracy method on the y axis")
     p.add_argument("--name", help="figure name suffix (la_accuracy_<protocol>_<name>.png)")
     args = p.parse_args()
     runs = [r for r in json.loads((HERE / "results" / f"la_accuracy_{args.protocol}.json").read_text())["runs"]
             if r["status"] == "finished"]
-    seeds = sorted({r["seed"] for r in runs if r["method"] == args.dtc} &
-                   {r["seed"] for r in runs if r["method"] == args.supervised})
+    seeds = sorted({r["seed"] for r in runs if r["method"] == args.y} &
+                   {r["seed"] for r in runs if r["method"] == args.x})
     if len(seeds) > len(MARKERS):
         raise SystemExit(f"{len(seeds)} seeds: at most {len(MARKERS)} fit one figure")
     fig, ax = plt.subplots(figsize=(7, 7))
     for seed, marker in zip(seeds, MARKERS):
         dice = {r["method"]: r[args.post]["per_case_dice"] for r in runs if r["seed"] == seed}
-        cases = sorted(dice[args.dtc])
-        x = [100 * dice[args.supervised][c] for c in cases]
-        y = [100 * dice[args.dtc][c] for c in cases]
+        cases = sorted(dice[args.y])
+        x = [100 * dice[args.x][c] for c in cases]
+        y = [100 * dice[args.y][c] for c in cases]
         mean_gain = sum(b - a for a, b in zip(x, y)) / len(cases)
         ax.scatter(x, y, marker=marker, label=f"seed {seed}: y - x = {mean_gain:+.2f} Dice points")
     low = min(min(c.get_offsets()[:, 0].min(), c.get_offsets()[:, 1].min()) for c in ax.collections) - 2
     ax.plot([low, 100], [low, 100], color="grey", lw=1, ls="--", label="equal")
-    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel=axis_label(args.supervised), ylabel=axis_label(args.dtc),
+    ax.set(xlim=(low, 100), ylim=(low, 100), xlabel=axis_label(args.x), ylabel=axis_label(args.y),
            title=f"LA, {args.protocol} protocol: Dice per held-out case ({len(cases)} cases)")
     ax.legend(loc="lower right")
     ax.grid(alpha=0.3)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from dtc_training import la
 from dtc_training.infer import Model
 from dtc_training.metrics import dice
 from dtc_training.sliding_window import predict_fast
+from la_accuracy import git_commit  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 BIG = 10**6  # a side no volume reaches: that axis is limited by memory only
@@ -59,9 +59,7 @@ def main() -> None:
     names = list(variants(patch))
     mean = {name: round(float(np.mean([r[name]["dice"] for r in rows])), 4) for name in names}
     seconds = {name: round(float(np.mean([r[name]["seconds"] for r in rows])), 2) for name in names}
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=HERE).stdout.strip()
-    result = {"model": str(args.model), "cases": str(args.cases), "commit": commit, "date": time.strftime("%Y-%m-%d"),
+    result = {"model": str(args.model), "cases": str(args.cases), "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
               "torch_threads": torch.get_num_threads(), "mean_dice": mean, "mean_seconds": seconds, "per_case": rows}
     out_file = HERE / "results" / f"window_sizes_{args.model.parent.name}.json"
     out_file.write_text(json.dumps(result, indent=2))
