@@ -39,9 +39,9 @@ OFFICIAL_STRIDES = (18, 18, 4)
 DIVISOR = 16  # four stride-2 levels: every window side must be a multiple of 16
 FAST_OVERLAP = 16  # least overlap of neighbouring fast windows, blended with Gaussian weights (32 gave the
 # same Dice with a third more windows: docs/benchmarks.md, "Window size")
-# Gaussian blending's sigma, as a fraction of the window side. MONAI's default, 0.125, weighs a window's outer
-# quarter at under 14% of its centre; 0.25 agreed better with `official` on all 16 held-out cases and scored better on
-# 13 (docs/benchmarks.md, "Blending and grid shifts").
+# Gaussian blending's sigma, as a fraction of the window side. MONAI's default, 0.125, weighs a window's
+# outer quarter at under 14% of its centre; 0.25 agreed better with `official` on all 16 held-out cases and
+# scored better on 14 (docs/benchmarks.md, "Blending and grid shifts").
 GAUSSIAN_SIGMA = 0.25
 # Peak activation memory of the folded fp32 forward, bytes per voxel per filter (measured: ~217 B/voxel
 # at 16 filters on CPU; the margin covers allocator slack).
