@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import torch
 from dtc_training import la
 from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
-from la_accuracy import git_commit  # benchmarks/ is on the path of a script run from it
+from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
@@ -67,10 +66,7 @@ def main() -> None:
     keys = [k for k in rows[0] if k != "case"]
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in keys}
     median = {k: round(float(np.median([r[k] for r in rows])), 4) for k in keys}
-    result = {"model": str(args.model), "cases": str(args.cases), "shift": list(shift), "commit": git_commit(),
-              "date": time.strftime("%Y-%m-%d"), "mean": mean, "median": median, "per_case": rows}
-    out_file = HERE / "results" / f"grid_shift_{args.model.parent.name}.json"
-    out_file.write_text(json.dumps(result, indent=2))
+    write_model_result("grid_shift", args.model, args.cases, shift=list(shift), mean=mean, median=median, per_case=rows)
     print("mean:", json.dumps(mean))
     print("median:", json.dumps(median))
 

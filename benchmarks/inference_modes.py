@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ import torch
 from dtc_training import la
 from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
-from la_accuracy import git_commit  # benchmarks/ is on the path of a script run from it
+from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 MODES = ("official", "fast", "fast-volume")
@@ -57,11 +56,8 @@ def main() -> None:
         rows.append(row)
         print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)
     mean = {k: round(float(np.mean([r[k] for r in rows])), 4) for k in rows[0] if k != "case"}
-    result = {"model": str(args.model), "cases": str(args.cases), "commit": git_commit(),
-              "official_labels": str(args.official_labels) if args.official_labels else "computed",
-              "date": time.strftime("%Y-%m-%d"), "mean": mean, "per_case": rows}
-    out_file = HERE / "results" / f"inference_modes_{args.model.parent.name}.json"
-    out_file.write_text(json.dumps(result, indent=2))
+    write_model_result("inference_modes", args.model, args.cases, mean=mean, per_case=rows,
+                       official_labels=str(args.official_labels) if args.official_labels else "computed")
     print("mean:", json.dumps(mean))
 
 

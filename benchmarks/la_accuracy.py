@@ -87,6 +87,16 @@ def git_commit() -> str:
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip() or "unknown"
 
 
+def write_model_result(kind: str, model: Path, cases: Path, **fields) -> Path:
+    """benchmarks/results/<kind>_<run>.json (<run>: the model's folder name): a per-model benchmark's record,
+    with the model, the case list, the commit and the date before its own fields."""
+    result = {"model": str(model), "cases": str(cases), "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
+              **fields}
+    out = HERE / "results" / f"{kind}_{model.parent.name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    return out
+
+
 def dtc(*args: str) -> list[str]:
     return [sys.executable, "-m", "dtc_training", *args]
 

@@ -20,7 +20,7 @@ from dtc_training import la
 from dtc_training.infer import Model
 from dtc_training.metrics import dice
 from dtc_training.sliding_window import predict_fast
-from la_accuracy import git_commit  # benchmarks/ is on the path of a script run from it
+from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
 BIG = 10**6  # a side no volume reaches: that axis is limited by memory only
@@ -59,10 +59,8 @@ def main() -> None:
     names = list(variants(patch))
     mean = {name: round(float(np.mean([r[name]["dice"] for r in rows])), 4) for name in names}
     seconds = {name: round(float(np.mean([r[name]["seconds"] for r in rows])), 2) for name in names}
-    result = {"model": str(args.model), "cases": str(args.cases), "commit": git_commit(), "date": time.strftime("%Y-%m-%d"),
-              "torch_threads": torch.get_num_threads(), "mean_dice": mean, "mean_seconds": seconds, "per_case": rows}
-    out_file = HERE / "results" / f"window_sizes_{args.model.parent.name}.json"
-    out_file.write_text(json.dumps(result, indent=2))
+    write_model_result("window_sizes", args.model, args.cases, torch_threads=torch.get_num_threads(),
+                       mean_dice=mean, mean_seconds=seconds, per_case=rows)
     print("mean Dice:", json.dumps(mean))
     print("mean seconds:", json.dumps(seconds))
 
