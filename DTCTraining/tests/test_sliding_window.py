@@ -1,5 +1,5 @@
-"""The official window grid, the fast mode's equality with a whole-volume pass, BN folding, window
-planning and the out-of-memory fallback."""
+"""The official window grid, the fast mode's equality with a whole-volume pass and its Gaussian blending, BN
+folding, window planning and the out-of-memory fallback."""
 import logging
 import math
 
@@ -11,8 +11,8 @@ from torch import nn
 
 from dtc_training.model import DualTaskVNet
 from dtc_training.sliding_window import (
-    FAST_OVERLAP, FoldedVNet, OFFICIAL_STRIDES, fast_plan, max_window_voxels, predict_fast, predict_official,
-    window_sides,
+    FAST_OVERLAP, GAUSSIAN_SIGMA, FoldedVNet, OFFICIAL_STRIDES, fast_plan, max_window_voxels, predict_fast,
+    predict_official, window_sides,
 )
 
 CPU = torch.device("cpu")
@@ -91,6 +91,30 @@ def test_fast_mode_is_one_whole_volume_pass_when_it_fits(shape):
         whole = torch.sigmoid(net(x)[0])[0, 0].numpy()
     crop = tuple(slice(d // 2, d // 2 + s) for d, s in zip(pads, shape))
     np.testing.assert_allclose(prob, whole[crop], atol=1e-5)
+
+
+class WindowMeanProbability(nn.Module):
+    """Stand-in for FoldedVNet (which returns probabilities): each window's output is its mean."""
+
+    def forward(self, x):
+        return x.mean(dim=(1, 2, 3, 4), keepdim=True) * torch.ones_like(x)
+
+
+def test_fast_mode_blends_overlapping_windows_with_the_configured_gaussian():
+    # Two windows along x, at 0-31 and 16-47: the first sees zeros (mean 0), the second half ones (mean 0.5).
+    # Where they overlap, the output is the second window's share of the Gaussian weights times 0.5.
+    array = np.zeros((48, 16, 16), np.float32)
+    array[32:] = 1
+    prob, info = predict_fast(WindowMeanProbability(), array, (32, 16, 16), CPU, n_filters=1, max_sides=(32, 16, 16))
+    assert info["windows"] == 2
+    x = np.arange(16, 32)
+
+    def blended(sigma):
+        first, second = (np.exp(-0.5 * ((x - centre) / (sigma * 32)) ** 2) for centre in (15.5, 31.5))
+        return 0.5 * second / (first + second)
+
+    np.testing.assert_allclose(prob[16:32, 8, 8], blended(GAUSSIAN_SIGMA), atol=0.02)
+    assert np.abs(prob[16:32, 8, 8] - blended(0.125)).max() > 0.05  # MONAI's default sigma would be told apart
 
 
 def test_fast_plan_windows_fit_the_budget_and_overlap():
