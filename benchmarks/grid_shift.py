@@ -21,11 +21,10 @@ import torch
 from dtc_training import la
 from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
-from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
+from inference_modes import MODES  # benchmarks/ is on the path of a script run from it
+from la_accuracy import write_model_result
 
 HERE = Path(__file__).resolve().parent
-MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-         "fast-volume": {"mode": "fast", "window_size": "volume"}}
 
 
 def shifted_label(image: np.ndarray, model: Model, shift: tuple[int, int, int], **options) -> np.ndarray:

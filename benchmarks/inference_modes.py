@@ -25,15 +25,14 @@ from dtc_training.metrics import dice
 from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
-MODES = ("official", "fast", "fast-volume")
+MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
+         "fast-volume": {"mode": "fast", "window_size": "volume"}}  # segment()'s options of each compared mode
 
 
 def labels(image: np.ndarray, model: Model, kept: Path | None) -> dict[str, np.ndarray]:
-    options = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-               "fast-volume": {"mode": "fast", "window_size": "volume"}}
     out = {"official": np.load(kept)["official"]} if kept else {}
     return out | {name: segment(image, model, spacing=la.SPACING, normalize=False, **kw).label
-                  for name, kw in options.items() if name not in out}
+                  for name, kw in MODES.items() if name not in out}
 
 
 def main() -> None:
