@@ -4,9 +4,10 @@
   at strides 18/18/4, the last window clamped to the end, zero padding up to the patch, plain averaging
   of sigmoid(seg). The unmodified network in fp32, one window at a time: the parity reference.
 - `fast` (default): windows of the training patch (`window_size="patch"`, the default) or the fewest,
-  largest windows that fit a memory budget (`"volume"`: a whole-volume pass when it fits), batched,
-  Gaussian blending where windows overlap, a BN-folded channels-last copy of the network with a
-  forward that frees skip tensors early, fp16 autocast on CUDA, and out-of-memory fallback.
+  largest windows that fit a memory budget (`"volume"`: a whole-volume pass when it fits), batched
+  (two at a time on the CPU, as many as fit on CUDA), Gaussian blending where windows overlap, a
+  BN-folded channels-last copy of the network with a forward that frees skip tensors early, fp16
+  autocast on CUDA, and out-of-memory fallback.
 
 Arrays are (x, y, z) float32; results are sigmoid probabilities of the segmentation head."""
 from __future__ import annotations
@@ -47,6 +48,10 @@ GAUSSIAN_SIGMA = 0.25
 # at 16 filters on CPU; the margin covers allocator slack).
 BYTES_PER_VOXEL_PER_FILTER = 16
 DEFAULT_CPU_MEMORY_GB = 2.5
+# Windows per forward pass on the CPU. Beyond two, batching only adds memory: 8 LA-case windows of
+# 112x112x80 took 4.45 s one at a time, 3.74 s two at a time, 3.8-4.0 s four and 4.3-5.3 s all eight at
+# once (2 threads; with 1 thread 8.9 s one and 7.5 s two at a time). docs/benchmarks.md, "Inference speed".
+CPU_WINDOW_BATCH = 2
 
 
 def auto_device() -> torch.device:
@@ -199,10 +204,11 @@ def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int],
 def predict_fast(folded: FoldedVNet, array: np.ndarray, patch: Sequence[int], device: torch.device,
                  n_filters: int, memory_gb: float | None = None,
                  max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
-    """Fast-mode probabilities. On out-of-memory: halve the window batch, then the window size, then
-    (on CUDA) move to the CPU; each step is logged."""
+    """Fast-mode probabilities. Windows run CPU_WINDOW_BATCH at a time on the CPU, as many as the memory
+    budget holds on CUDA. On out-of-memory: halve the window batch, then the window size, then (on CUDA)
+    move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb)
-    batch_cap = None
+    batch_cap = CPU_WINDOW_BATCH if device.type == "cpu" else None
     min_voxels = math.prod(_round_up(p) for p in patch)
     while True:
         plan = fast_plan(array.shape, patch, max_voxels, max_sides)
@@ -226,7 +232,8 @@ def predict_fast(folded: FoldedVNet, array: np.ndarray, patch: Sequence[int], de
                 max_voxels = max(min_voxels, math.prod(plan.roi) // 2)
                 log.warning("out of memory on %s: retrying with smaller windows (<= %d voxels)", device, max_voxels)
             elif device.type != "cpu":
-                device, max_voxels, batch_cap = torch.device("cpu"), max_window_voxels(torch.device("cpu"), n_filters, memory_gb), None
+                device, max_voxels = torch.device("cpu"), max_window_voxels(torch.device("cpu"), n_filters, memory_gb)
+                batch_cap = CPU_WINDOW_BATCH
                 log.warning("out of memory on the GPU even with single %s windows: falling back to the CPU", plan.roi)
             else:
                 raise InputError(f"not enough memory to segment a {array.shape} volume even with "

@@ -11,7 +11,7 @@ from torch import nn
 
 from dtc_training.model import DualTaskVNet
 from dtc_training.sliding_window import (
-    FAST_OVERLAP, GAUSSIAN_SIGMA, FoldedVNet, OFFICIAL_STRIDES, fast_plan, max_window_voxels, predict_fast,
+    CPU_WINDOW_BATCH, FAST_OVERLAP, GAUSSIAN_SIGMA, FoldedVNet, OFFICIAL_STRIDES, fast_plan, max_window_voxels, predict_fast,
     predict_official, window_sides,
 )
 
@@ -142,6 +142,29 @@ def test_clinical_field_of_view_is_windowed_under_the_default_cpu_budget():
     plan = fast_plan((576, 576, 88), (112, 112, 80), budget)
     assert plan.windows > 1 and math.prod(plan.roi) <= budget
     assert math.prod(plan.roi) * plan.windows < 1.25 * 576 * 576 * 96  # few windows, little overlap
+
+
+class RecordsBatches(nn.Module):
+    """Passes windows through, noting how many each forward pass received."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.batches = inner, []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.inner(x)
+
+
+def test_cpu_runs_fast_windows_a_few_at_a_time_however_many_the_budget_holds():
+    patch = (32, 32, 16)
+    array = np.random.default_rng(4).normal(size=(64, 60, 30)).astype(np.float32)
+    recorder = RecordsBatches(FoldedVNet(random_net()))
+    prob, info = predict_fast(recorder, array, patch, CPU, n_filters=4, memory_gb=100,
+                              max_sides=window_sides(patch, "patch"))
+    assert info["windows"] > CPU_WINDOW_BATCH  # a 100 GB budget would hold them all in one batch
+    assert info["window_batch"] == max(recorder.batches) == CPU_WINDOW_BATCH
+    assert sum(recorder.batches) == info["windows"]
 
 
 class RunsOutOfMemory(nn.Module):
