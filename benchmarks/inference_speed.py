@@ -5,6 +5,7 @@ clinical full field of view (576x576x88 at 0.625 mm) in fast mode with either wi
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
+    python benchmarks/inference_speed.py --fit 300 --device cuda   # on a GPU, the fit takes seconds
     python benchmarks/inference_speed.py --model MODEL.pt --device cuda   # a GPU: each timed after a warm-up
 
 Prints a JSON summary: wall time, peak RSS, Dice between the official and each fast label."""
@@ -102,14 +103,14 @@ def run_worker(args, mode: str, out: Path, clinical: bool = False) -> dict:
     return record
 
 
-def fit_model(root: Path, iterations: int, out: Path) -> Path:
+def fit_model(root: Path, iterations: int, out: Path, device: torch.device) -> Path:
     """Quick supervised fit of the full-size network (16 filters): soft Dice on the segmentation head,
     Adam, batches of two 64x64x48 crops of the 16 labeled cases (70% centred on the atrium). Good enough
     to give a real segmentation to compare modes on; not a DTC result. Saved with the official patch."""
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     cases = [la.read_case(root, i) for i in la.read_case_list(root)[:16]]
-    net = DualTaskVNet(n_filters=16).train()
+    net = DualTaskVNet(n_filters=16).to(device).train()
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
     crop = np.array([64, 64, 48])
     for step in range(iterations):
@@ -120,7 +121,7 @@ def fit_model(root: Path, iterations: int, out: Path) -> Path:
             start = np.clip(centre - crop // 2, 0, np.array(image.shape) - crop)
             window = tuple(slice(s, s + c) for s, c in zip(start, crop))
             images.append(image[window]), labels.append(label[window])
-        x, y = torch.from_numpy(np.stack(images))[:, None], torch.from_numpy(np.stack(labels))[:, None].float()
+        x, y = (torch.from_numpy(np.stack(a))[:, None].float().to(device) for a in (images, labels))
         prob = torch.sigmoid(net(x)[0])
         loss = 1 - (2 * (prob * y).sum() + 1e-5) / ((prob ** 2).sum() + (y ** 2).sum() + 1e-5)
         optimizer.zero_grad()
@@ -154,7 +155,7 @@ def main() -> None:
         if args.model is None:
             if not args.fit:
                 p.error("give --model, or --fit N to fit one")
-            args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"))
+            args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"), torch.device(args.device))
         official = run_worker(args, "official", tmp / "official.npy")
         fast = {name: run_worker(args, name, tmp / f"{name}.npy") for name in ("fast", "fast-volume")}
         tta = {n: run_worker(args, f"fast-tta{n}", tmp / f"fast-tta{n}.npy") for n in (4, 8)}
