@@ -5,7 +5,7 @@ clinical full field of view (576x576x88 at 0.625 mm) in fast mode with either wi
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
-    python benchmarks/inference_speed.py --fit 300 --device cuda   # on a GPU, the fit takes seconds
+    python benchmarks/inference_speed.py --fit 300 --device cuda   # fits on the GPU too
     python benchmarks/inference_speed.py --model MODEL.pt --device cuda   # a GPU: each timed after a warm-up
 
 Prints a JSON summary: wall time, peak RSS, Dice between the official and each fast label."""
