@@ -78,13 +78,13 @@ class FoldedVNet(nn.Module):
         x3 = n.block_three(n.block_two_dw(x2))
         x4 = n.block_four(n.block_three_dw(x3))
         x = n.block_five(n.block_four_dw(x4))
-        for up, skip, stage in ((n.block_five_up, x4, n.block_six), (n.block_six_up, x3, n.block_seven),
-                                (n.block_seven_up, x2, n.block_eight), (n.block_eight_up, x1, n.block_nine)):
+        skips = [x4, x3, x2, x1]
+        del x1, x2, x3, x4  # the list holds the only references, so each skip is freed once added
+        for up, stage in ((n.block_five_up, n.block_six), (n.block_six_up, n.block_seven),
+                          (n.block_seven_up, n.block_eight), (n.block_eight_up, n.block_nine)):
             x = up(x)
-            x += skip
-            del skip
+            x += skips.pop(0)
             x = stage(x)
-        del x1, x2, x3, x4  # the loop's references were the last users
         return torch.sigmoid(n.out_conv2(x)).contiguous()
 
 
