@@ -48,9 +48,9 @@ GAUSSIAN_SIGMA = 0.25
 # at 16 filters on CPU; the margin covers allocator slack).
 BYTES_PER_VOXEL_PER_FILTER = 16
 DEFAULT_CPU_MEMORY_GB = 2.5
-# Windows per forward pass on the CPU. Beyond two, batching only adds memory: 8 LA-case windows of
-# 112x112x80 took 4.45 s one at a time, 3.74 s two at a time, 3.8-4.0 s four and 4.3-5.3 s all eight at
-# once (2 threads; with 1 thread 8.9 s one and 7.5 s two at a time). docs/benchmarks.md, "Inference speed".
+# Windows per forward pass on the CPU. Beyond two, batching only adds memory: 8 windows of 112x112x80 (an
+# LA case's count) took 4.45 s one at a time, 3.70-3.74 s two, 3.80-3.96 s four and 4.30-5.30 s all eight
+# at once (2 threads; with 1 thread 8.9 s one and 7.5 s two at a time). docs/benchmarks.md, "Inference speed".
 CPU_WINDOW_BATCH = 2
 
 

@@ -2,16 +2,12 @@
 import numpy as np
 import torch
 
+from dtc_training.metrics import dice
 from dtc_training.model import DualTaskVNet
 from dtc_training.sliding_window import FoldedVNet, predict_fast, window_sides
 from dtc_training.validation import validation_dice
 
 CPU = torch.device("cpu")
-
-
-def dice(prob, label):
-    pred = prob > 0.5
-    return 2.0 * np.logical_and(pred, label).sum() / (pred.sum() + label.sum())
 
 
 def test_validation_dice_uses_the_default_patch_windows():
@@ -21,8 +17,8 @@ def test_validation_dice_uses_the_default_patch_windows():
     image = rng.normal(size=(64, 60, 30)).astype(np.float32)
     label = rng.random((64, 60, 30)) < 0.5
     folded = FoldedVNet(net)
-    patch_windows = dice(predict_fast(folded, image, patch, CPU, 4, max_sides=window_sides(patch, "patch"))[0], label)
-    whole_volume = dice(predict_fast(folded, image, patch, CPU, 4)[0], label)
+    patch_windows = dice(predict_fast(folded, image, patch, CPU, 4, max_sides=window_sides(patch, "patch"))[0] > 0.5, label)
+    whole_volume = dice(predict_fast(folded, image, patch, CPU, 4)[0] > 0.5, label)
     assert patch_windows != whole_volume  # the two window policies score this net differently
     got = validation_dice(net, [{"image": image, "label": label.astype(np.uint8)}], patch, CPU, 4)
     assert got == patch_windows
