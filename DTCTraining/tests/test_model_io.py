@@ -5,7 +5,9 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
 
 from conftest import run_dtc
@@ -65,12 +67,39 @@ def test_truncated_file_is_a_clear_error(model_file):
         load_model(model_file)
 
 
-@pytest.mark.parametrize("content", [b"", b"not a model at all\n", b"\x89PNG\r\n\x1a\n" + bytes(100)])
-def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path, content):
+def _write_image(path: Path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 4, 4), np.float32)), str(path))
+
+
+@pytest.mark.parametrize("name, write", [
+    ("empty.pt", lambda p: p.write_bytes(b"")),
+    ("text.pt", lambda p: p.write_text("hello, not a model\n")),
+    ("image.png", lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))),
+    ("config.json", lambda p: p.write_text('{"n_filters": 16}')),
+    ("scan.nrrd", _write_image),
+    ("scan.nii.gz", _write_image),
+    ("scan.nii", _write_image),
+])
+def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path, name, write):
+    path = tmp_path / name
+    write(path)
+    for command in (["info", path], ["import-official", path, "-o", tmp_path / "out.pt"]):
+        proc = run_dtc(*command, check=False)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{name}: not a model file" in proc.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("content, message", [
+    ({"format": "dtc-model"}, "damaged DTC model file"),
+    ({"format": "dtc-model", "metadata": "{not json", "state_dict": {}}, "damaged DTC model file"),
+    ([1, 2, 3], "not a DTC model file"),
+])
+def test_a_torch_file_that_is_not_a_dtc_model_is_a_clear_error(tmp_path, content, message):
     path = tmp_path / "model.pt"
-    path.write_bytes(content)
+    torch.save(content, path)
     proc = run_dtc("info", path, check=False)
-    assert proc.returncode == 2 and "model.pt" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr
 
 
 def test_an_official_state_dict_is_not_taken_for_a_model_file(tmp_path):
@@ -117,9 +146,14 @@ def test_import_official_gives_the_same_network(tmp_path):
     assert json.loads(info.stdout)["architecture"] == "DualTaskVNet"
 
 
-def test_import_official_refuses_another_network(tmp_path):
+@pytest.mark.parametrize("content, message", [
+    ({"conv.weight": torch.zeros(3, 3)}, "weights do not fit the official DTC VNet"),
+    ([torch.zeros(3)], "holds a list"),
+    ({"format": "dtc-model", "metadata": "{}", "state_dict": {}}, "already a DTC model file"),
+])
+def test_import_official_refuses_another_network(tmp_path, content, message):
     pth = tmp_path / "other.pth"
-    torch.save({"conv.weight": torch.zeros(3, 3)}, pth)
+    torch.save(content, pth)
     proc = run_dtc("import-official", pth, "-o", tmp_path / "out.pt", check=False)
-    assert proc.returncode == 2 and "not an official DTC VNet" in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and message in proc.stderr, proc.stderr
     assert not (tmp_path / "out.pt").exists()
