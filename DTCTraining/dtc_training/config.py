@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+from .errors import InputError
+
 
 @dataclass
 class TrainConfig:
@@ -40,6 +42,33 @@ class TrainConfig:
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
+
+    def check(self) -> None:
+        """Refuse out-of-range settings, named as on the command line, before any data is read."""
+        rules = [
+            (self.iterations >= 1, "--iterations must be >= 1"),
+            (self.labeled_batch >= 1, "--labeled-batch must be >= 1"),
+            (self.unlabeled_batch >= 0, "--unlabeled-batch must be >= 0"),
+            (all(s >= 16 and s % 16 == 0 for s in self.patch_size),
+             f"--patch {self.patch_size}: each size must be a positive multiple of 16 (the VNet halves it 4 times)"),
+            (self.n_filters >= 1, "--n-filters must be >= 1"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.lr_step >= 1, "--lr-step must be >= 1 iteration"),
+            (self.k > 0, "--k must be positive"),
+            (self.levelset_weight >= 0, "--levelset-weight must be >= 0"),
+            (self.consistency >= 0, "--consistency must be >= 0"),
+            (self.consistency_rampup >= 0, "--consistency-rampup must be >= 0"),
+            (self.rampup_step >= 1, "--rampup-step must be >= 1 iteration"),
+            (self.workers >= -1, "--workers must be >= 0 (or -1: automatic)"),
+            (self.val_every >= 0, "--val-every must be >= 0 (0: at the end only)"),
+            (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1 iteration"),
+            (self.precise_bn >= 0, "--precise-bn must be >= 0 batches (0: off)"),
+            (0 <= self.ema < 1, "--ema must be in [0, 1) (0: off; e.g. 0.99)"),
+            (self.spacing is None or all(s > 0 for s in self.spacing), "--spacing must be positive"),
+        ]
+        problems = [message for ok, message in rules if not ok]
+        if problems:
+            raise InputError(problems)
 
     def lr_at(self, iteration: int) -> float:
         """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""

@@ -17,11 +17,12 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
+from .devices import resolve_device
 from .errors import InputError
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
-from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, auto_device, predict_fast, predict_official, window_sides
+from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
 from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, zscore
 
 log = logging.getLogger(__name__)
@@ -37,12 +38,13 @@ class Model:
     def __init__(self, net: DualTaskVNet, meta: dict, device: str | torch.device | None = None):
         if meta.get("in_channels", 1) != 1:
             raise ModelFileError(f"model expects {meta['in_channels']} input channels; inference feeds one scalar volume")
-        self.device = torch.device(device) if device else auto_device()
+        self.device = resolve_device(device)
         self.net, self.meta = net.to(self.device).eval(), meta
         self._folded: FoldedVNet | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Model":
+        device = resolve_device(device)  # refused before the model is read
         net, meta = load_model(path, "cpu")
         return cls(net, meta, device)
 

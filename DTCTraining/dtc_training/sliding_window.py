@@ -54,10 +54,6 @@ DEFAULT_CPU_MEMORY_GB = 2.5
 CPU_WINDOW_BATCH = 2
 
 
-def auto_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 class FoldedVNet(nn.Module):
     """Inference copy of a DualTaskVNet: BatchNorm folded into the preceding (transposed) convolution,
     channels-last weights, the level-set head skipped, skip tensors released as soon as they are added.

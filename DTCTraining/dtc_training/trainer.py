@@ -22,6 +22,7 @@ from .batchnorm import recalibrate_batchnorm, recalibrated_copy
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
+from .devices import resolve_device
 from .distributed import DistributedError, World
 from .errors import InputError
 from .files import atomic_json_save
@@ -58,14 +59,9 @@ class StopRequest:
 
 
 def select_device(requested: str) -> torch.device:
-    if requested == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
+    device = resolve_device(requested)
+    if requested == "auto" and device.type == "cpu":
         warnings.warn("CUDA is not available: training on the CPU, which is far slower than a GPU")
-        return torch.device("cpu")
-    device = torch.device(requested)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"--device {requested}: CUDA is not available in this PyTorch build or machine")
     return device
 
 
@@ -95,6 +91,7 @@ def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = Fa
     rank calls this and joins the process group first; a lost peer ends it with a message, not a hang."""
     from .cli import EXIT_ERROR
 
+    cfg.check()
     try:
         world = distributed.setup(select_device(cfg.device))
         with world.failures_explained():

@@ -82,6 +82,19 @@ def test_output_that_cannot_be_written_fails_before_any_work(tmp_path, model_pat
     blocker.write_text("")
     proc = run_dtc("infer", "--model", model_path, source, "-o", blocker / "label.nrrd", check=False)
     assert proc.returncode == 2 and "a-file" in proc.stderr and "Traceback" not in proc.stderr
+    label = tmp_path / "label.nrrd"
+    proc = run_dtc("infer", "--model", model_path, source, "-o", label, "--report", blocker / "report.json",
+                   check=False)
+    assert proc.returncode == 2 and "a-file" in proc.stderr and "Traceback" not in proc.stderr
+    assert not label.exists(), "the report's folder is checked before the scan is segmented"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:99"])
+def test_a_device_that_cannot_be_used_is_refused(tmp_path, model_path, device):
+    source = write(tmp_path, "scan.nrrd", ball_image()[0])
+    proc = run_dtc("infer", "--model", model_path, source, "-o", tmp_path / "label.nrrd", "--device", device,
+                   check=False)
+    assert proc.returncode == 2 and f"--device {device}" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_an_existing_folder_as_output_receives_the_label(tmp_path, model_path):

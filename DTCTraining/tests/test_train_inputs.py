@@ -130,3 +130,25 @@ def test_the_same_image_labeled_and_unlabeled(tmp_path):
 def test_resume_without_checkpoint(tmp_path):
     proc = run_dtc("train", "--datalist", tmp_path / "x.json", "-o", tmp_path / "none", "--resume", check=False)
     assert_refused(proc, "checkpoint.pt: no checkpoint to resume from")
+
+
+def test_out_of_range_options_are_all_refused_before_any_data_is_read(tmp_path):
+    # The datalist does not exist: had the options been checked after loading, that would be the complaint.
+    proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run",
+                   "--lr-step", 0, "--rampup-step", 0, "--checkpoint-every", 0, "--precise-bn", -1,
+                   "--ema", 1.5, "--patch", 32, 32, 24, check=False)
+    assert_refused(proc, "--lr-step must be >= 1", "--rampup-step must be >= 1", "--checkpoint-every must be >= 1",
+                   "--precise-bn must be >= 0", "--ema must be in [0, 1)", "--patch [32, 32, 24]")
+    assert "absent.json" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--holdout", "-1"], "--holdout must be >= 0"),
+    (["--val-fraction", "1.0"], "--val-fraction in [0, 1)"),
+    (["--device", "gpu"], "--device gpu: not a device"),
+    (["--device", "cuda:99"], "--device cuda:99: "),
+])
+def test_bad_split_and_device_options_are_refused(tmp_path, extra, message):
+    proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run", *extra, check=False)
+    assert_refused(proc, message)
+    assert "Traceback" not in proc.stderr

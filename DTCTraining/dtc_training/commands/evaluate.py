@@ -51,7 +51,7 @@ def run(args) -> int:
         if not (args.model and args.la_root):
             raise InputError("--model and --la-root go together")
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
-        model = Model.load(args.model, None if args.device == "auto" else args.device)
+        model = Model.load(args.model, args.device)
         settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device))
         if args.mode == "fast":
             settings["window_size"] = args.window_size

@@ -34,14 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     import logging
 
+    from ..errors import InputError
     from ..files import atomic_json_save
-    from ..infer import Model, segment_files
+    from ..infer import Model, check_output, segment_files
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.memory_gb is not None and args.memory_gb <= 0:
-        from ..errors import InputError
         raise InputError(f"--memory-gb {args.memory_gb}: must be positive")
-    model = Model.load(args.model, None if args.device == "auto" else args.device)
+    if args.report:
+        check_output(args.report)
+    model = Model.load(args.model, args.device)
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
                             window_size=args.window_size, orientations=args.tta)

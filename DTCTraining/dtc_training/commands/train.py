@@ -91,16 +91,16 @@ def _load_data(args, cfg):
 def run(args) -> int:
     import warnings
 
+    from ..devices import resolve_device
     from ..errors import InputError
     from ..files import check_writable_dir
     from ..trainer import train
 
     cfg = _config(args)
-    if cfg.iterations < 1 or cfg.labeled_batch < 1 or cfg.unlabeled_batch < 0 or min(cfg.patch_size) < 16:
-        raise InputError("--iterations and --labeled-batch must be >= 1, --unlabeled-batch >= 0, "
-                         "and every --patch size >= 16 (the VNet downsamples 4 times)")
-    if any(s % 16 for s in cfg.patch_size):
-        raise InputError(f"--patch {cfg.patch_size}: each size must be a multiple of 16 (4 stride-2 steps)")
+    cfg.check()
+    if args.holdout < 0 or not 0 <= args.val_fraction < 1:
+        raise InputError("--holdout must be >= 0 and --val-fraction in [0, 1)")
+    resolve_device(cfg.device)
     out = check_writable_dir(args.output)
     data = _load_data(args, cfg)
     small = [c["name"] for c in data.labeled + data.unlabeled
