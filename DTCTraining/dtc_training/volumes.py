@@ -73,13 +73,18 @@ def zscore(array: np.ndarray) -> np.ndarray:
 
 
 def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], label: bool = False) -> sitk.Image:
-    """Resample onto a grid of `spacing` (mm) covering the same physical extent, same origin and direction."""
+    """Resample onto a grid of `spacing` (mm) with the same direction, centred on the same physical extent,
+    so that neither border loses a plane to a grid shifted by half the change in spacing."""
     old_size, old_spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
-    new_size = np.maximum(np.round(old_size * old_spacing / np.asarray(spacing)), 1).astype(int)
+    new_spacing = np.asarray(spacing, dtype=float)
+    new_size = np.maximum(np.round(old_size * old_spacing / new_spacing), 1).astype(int)
+    shift = ((old_size - 1) * old_spacing - (new_size - 1) * new_spacing) / 2  # along the image axes
+    direction = np.array(image.GetDirection()).reshape(3, 3)
+    origin = np.array(image.GetOrigin()) + direction @ shift
     interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLinear
     return sitk.Resample(
         image, [int(s) for s in new_size], sitk.Transform(), interpolator,
-        image.GetOrigin(), [float(s) for s in spacing], image.GetDirection(), 0, image.GetPixelID(),
+        [float(o) for o in origin], [float(s) for s in new_spacing], image.GetDirection(), 0, image.GetPixelID(),
     )
 
 
