@@ -65,9 +65,12 @@ def with_volume_levelset(case: dict, patch_size: Sequence[int]) -> dict:
 
 def spatial_augmentation(keys: list[str]) -> list:
     # nnU-Net-style ranges: rotations up to 15 degrees about each axis and scaling by 0.85-1.15, on the
-    # crop (zero padding where it rotates in from outside); labels by nearest neighbour
+    # crop; labels by nearest neighbour. Image and label are zero-padded where the crop rotates in from
+    # outside; a whole-volume level set is extended from the crop's edge instead, since 0 would mean "on the
+    # boundary" there.
     return [RandAffined(keys, prob=0.3, rotate_range=[math.radians(15)] * 3, scale_range=[0.15] * 3,
-                        mode=["nearest" if k == "label" else "bilinear" for k in keys], padding_mode="zeros")]
+                        mode=["nearest" if k == "label" else "bilinear" for k in keys],
+                        padding_mode=["border" if k == "levelset" else "zeros" for k in keys])]
 
 
 def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False,

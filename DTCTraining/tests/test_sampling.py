@@ -161,6 +161,24 @@ def test_spatial_augmentation_resamples_some_crops_and_keeps_labels_binary_with_
     assert 5 < changed < 80  # each image is rotated or scaled with probability 0.3
 
 
+def test_spatial_augmentation_never_marks_rotated_in_background_as_boundary_in_a_volume_level_set():
+    # A ball well inside a volume the size of the patch: every crop is the whole volume, its edges are
+    # background, and voxels rotated in from outside (image exactly 0) are background, far from the ball.
+    shape = (32, 32, 16)
+    grid = np.indices(shape) - np.array([16, 16, 8])[:, None, None, None]
+    label = ((grid ** 2).sum(0) <= 25).astype(np.uint8)
+    image = 1 + np.random.default_rng(0).random(shape).astype(np.float32)
+    ds = IterationBatches([{"name": "ball", "image": image, "label": label}], [], 2, 0, shape, seed=3,
+                          iterations=40, levelset_target="volume", spatial_augmentation=True)
+    rotated_in = 0
+    for t in range(40):
+        b = ds[t]
+        padded = b["image"][:2] == 0
+        rotated_in += int(padded.sum())
+        assert (b["levelset"][padded] > 0).all()
+    assert rotated_in > 1000  # some crops were rotated or shrunk
+
+
 def test_low_contrast_augmentation_scales_some_images_towards_zero_and_keeps_the_geometry():
     def same_geometry_and_a_scale_of_at_most_one(a, b):
         assert np.array_equal(a["label"], b["label"]) and np.array_equal(a["levelset"], b["levelset"])
