@@ -159,14 +159,12 @@ def window_sides(patch: Sequence[int], window_size: str) -> tuple[int, ...] | No
 
 def max_window_voxels(device: torch.device, n_filters: int, memory_gb: float | None) -> int:
     """Largest window (voxels) whose activations fit `memory_gb` (default: 2.5 GB on CPU, 80% of the
-    free memory on CUDA, where fp16 halves the activations)."""
+    free memory on CUDA, where fp16 halves the activations whatever the budget)."""
     per_voxel = BYTES_PER_VOXEL_PER_FILTER * n_filters
+    if device.type == "cuda":
+        per_voxel //= 2
     if memory_gb is None:
-        if device.type == "cuda":
-            memory_gb = 0.8 * torch.cuda.mem_get_info(device)[0] / 1e9
-            per_voxel //= 2
-        else:
-            memory_gb = DEFAULT_CPU_MEMORY_GB
+        memory_gb = 0.8 * torch.cuda.mem_get_info(device)[0] / 1e9 if device.type == "cuda" else DEFAULT_CPU_MEMORY_GB
     return max(int(memory_gb * 1e9 / per_voxel), 1)
 
 

@@ -144,6 +144,12 @@ def test_clinical_field_of_view_is_windowed_under_the_default_cpu_budget():
     assert math.prod(plan.roi) * plan.windows < 1.25 * 576 * 576 * 96  # few windows, little overlap
 
 
+def test_fp16_halves_the_activations_on_cuda_also_under_an_explicit_budget():
+    # An explicit --memory-gb reads no device memory, so this runs without a GPU.
+    for gb in (1.0, 6.0):
+        assert max_window_voxels(torch.device("cuda"), 16, gb) == 2 * max_window_voxels(CPU, 16, gb)
+
+
 class RecordsBatches(nn.Module):
     """Passes windows through, noting how many each forward pass received."""
 
