@@ -1,10 +1,11 @@
 """Crash-safe file writing: write to a temporary file in the target folder, fsync, then rename over
-the target, so a kill or a full disk never leaves a half-written checkpoint, model or datalist."""
+the target, so a kill or a full disk never leaves a half-written checkpoint, model, datalist or image."""
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -30,6 +31,25 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_named(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """For writers that take a file name (SimpleITK) and formats that write a data file beside the named
+    header (.nhdr, .mhd): `write` fills a temporary sibling folder, whose files are synced and then moved
+    into place, the named file last so that it never points at data not yet there."""
+    path = Path(path)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        write(staging / path.name)
+        files = sorted(staging.iterdir(), key=lambda f: f.name == path.name)
+        for f in files:
+            with open(f, "rb+") as handle:
+                os.fsync(handle.fileno())
+        for f in files:
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

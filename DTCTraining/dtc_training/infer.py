@@ -23,7 +23,7 @@ from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
-from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, zscore
+from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
 
 log = logging.getLogger(__name__)
 
@@ -196,20 +196,6 @@ def check_output(path: Path) -> None:
         raise InputError(f"{path.parent}: cannot create the output folder ({e.strerror or e})") from None
     if not os.access(path.parent, os.W_OK):
         raise InputError(f"{path.parent}: output folder is not writable")
-
-
-def write_image(image: sitk.Image, path: Path, compress: bool = True) -> None:
-    """Write through a temporary file and a rename, so a failure never leaves a half-written output
-    (detached-header formats, whose header names the data file, are written in place)."""
-    detached = image_suffix(path) in (".nhdr", ".mhd")
-    target = path if detached else path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        sitk.WriteImage(image, str(target), compress)
-        if not detached:
-            os.replace(target, path)
-    except (RuntimeError, OSError) as e:
-        Path(target).unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write the output ({str(e).strip().splitlines()[-1]})") from None
 
 
 def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path, *, probability: bool = False,

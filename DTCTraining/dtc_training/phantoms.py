@@ -13,6 +13,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from .files import atomic_json_save
+from .volumes import write_image
 
 BLOOD, WALL, MYOCARDIUM, TISSUE, LUNG = 1.0, 0.75, 0.35, 0.45, 0.08
 
@@ -74,7 +75,7 @@ def _write(array: np.ndarray, path: Path, spacing, origin) -> None:
     image = sitk.GetImageFromArray(array.transpose(2, 1, 0))
     image.SetSpacing(spacing)
     image.SetOrigin(origin)
-    sitk.WriteImage(image, str(path), useCompression=True)
+    write_image(image, path)
 
 
 def write_phantoms(out_dir: str | Path, count: int, labeled: int, validation: int, size=(96, 96, 64),

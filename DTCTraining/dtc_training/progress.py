@@ -9,12 +9,23 @@ import time
 from pathlib import Path
 
 
+def _open_log(path: Path):
+    """Open for appending, after dropping a last line that a kill cut short, which the next record would
+    otherwise extend into one unreadable line."""
+    if path.exists():
+        data = path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with open(path, "r+b") as f:
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a")
+
+
 class ProgressReporter:
     def __init__(self, log_path: Path | None, mode: str = "auto", stream=None, enabled: bool = True):
         self.stream = stream or sys.stdout
         self.bar = mode == "bar" or (mode == "auto" and self.stream.isatty())
         self.enabled = enabled  # only rank 0 reports in distributed runs
-        self.log = open(log_path, "a") if (log_path and enabled) else None
+        self.log = _open_log(log_path) if (log_path and enabled) else None
 
     def emit(self, event: str, **values) -> None:
         if not self.enabled:

@@ -9,6 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
+from .files import atomic_write_named
 
 
 class VolumeError(InputError):
@@ -34,6 +35,15 @@ def read_image(path: str | Path) -> sitk.Image:
         raise VolumeError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1]})") from None
     check_image(image, path)
     return image
+
+
+def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> None:
+    """Write atomically (a failure or a kill never leaves a half-written file, also for .nhdr/.mhd with
+    their data file); a failure is an error naming the file."""
+    try:
+        atomic_write_named(path, lambda staged: sitk.WriteImage(image, str(staged), compress))
+    except (RuntimeError, OSError) as e:
+        raise VolumeError(f"{path}: cannot write the image ({str(e).strip().splitlines()[-1]})") from None
 
 
 def check_image(image: sitk.Image, name: str | Path) -> None:
