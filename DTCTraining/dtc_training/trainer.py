@@ -118,6 +118,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if use_bf16 and device.type == "cpu":
+        warnings.warn("--amp bf16 on the CPU: honoured, but CPUs without bf16 units run it ~100x slower")
 
     model = DualTaskVNet(n_filters=cfg.n_filters).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -155,7 +157,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
     stop = StopRequest(out_dir / STOP_FILE)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else nullcontext()
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     def checkpoint(iteration: int) -> Path:
         if world.is_main:

@@ -86,6 +86,17 @@ def test_levelset_target_switch_trains_and_is_recorded(phantoms, tmp_path):
     assert TrainConfig.from_dict({"iterations": 10}).levelset_target == "patch"  # the official target
 
 
+def test_bf16_asked_for_on_the_cpu_runs_in_bf16(phantoms, tmp_path):
+    losses = {}
+    for amp in ("off", "bf16"):
+        proc = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / amp, "--iterations", 1, "--amp", amp, *TINY)
+        assert events(proc.stdout, "start")[0]["bf16"] == (amp == "bf16")
+        losses[amp] = events(proc.stdout, "progress")[0]["loss"]
+    # The same seed and batch: only bf16 rounding can change the first loss (fp32 on the CPU is deterministic).
+    assert losses["bf16"] != losses["off"]
+    assert abs(losses["bf16"] - losses["off"]) < 0.05 * abs(losses["off"])
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
 def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
