@@ -1,6 +1,7 @@
 """The UA-MT / DTC layout of the LA data: `<root>/2018LA_Seg_Training Set/<case>/mri_norm2.h5`
 (datasets `image`, float32 already z-scored, and `label`, uint8; axes x, y, z; 0.625 mm isotropic) and
-`<root>/train.list` (or `../train.list`, where UA-MT keeps it) with the case ids in literature order."""
+`<root>/train.list` with the case ids in literature order. UA-MT's code names the cases folder itself and reads
+`../train.list`; that folder is accepted as the root too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,16 +15,22 @@ CASES_FOLDER = "2018LA_Seg_Training Set"
 SPACING = (0.625, 0.625, 0.625)
 
 
+def layout_root(root: str | Path) -> Path:
+    """The folder holding the cases folder and the case lists, given it or the cases folder."""
+    root = Path(root)
+    return root.parent if root.name == CASES_FOLDER else root
+
+
 def case_path(root: str | Path, case_id: str) -> Path:
-    return Path(root) / CASES_FOLDER / case_id / "mri_norm2.h5"
+    return layout_root(root) / CASES_FOLDER / case_id / "mri_norm2.h5"
 
 
 def read_case_list(root: str | Path, name: str = "train.list") -> list[str]:
-    root = Path(root)
-    for candidate in (root / name, root.parent / name):
-        if candidate.is_file():
-            return [line.strip() for line in candidate.read_text().splitlines() if line.strip()]
-    raise InputError(f"{root / name}: case list not found (the UA-MT layout keeps {name} beside the cases folder)")
+    path = layout_root(root) / name
+    if not path.is_file():
+        raise InputError(f"{path}: case list not found (the UA-MT layout keeps {name} beside the "
+                         f"'{CASES_FOLDER}' folder)")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_case(root: str | Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:
