@@ -30,13 +30,17 @@ class TrainingData:
 
 
 def _entries(raw: dict, key: str, base: Path, with_label: bool, where: Path) -> list[dict]:
+    items = raw.get(key, [])
+    if not isinstance(items, list):
+        raise InputError(f"{where}: {key!r} must be a list of entries, not {type(items).__name__}")
+    need = '{"image": "path", "label": "path"}' if with_label else '{"image": "path"} or a path'
     entries = []
-    for i, item in enumerate(raw.get(key, [])):
+    for i, item in enumerate(items):
         item = {"image": item} if isinstance(item, str) else item
-        if not isinstance(item, dict) or "image" not in item or (with_label and "label" not in item):
-            need = '{"image": ..., "label": ...}' if with_label else '{"image": ...} or a path'
-            raise InputError(f"{where}: entry {i} of {key!r} must be {need}")
-        entries.append({k: str((base / item[k]).resolve()) for k in ("image", "label") if k in item})
+        fields = ("image", "label") if with_label else ("image",)
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) and item[k] for k in fields):
+            raise InputError(f"{where}: entry {i} of {key!r} must be {need}, not {json.dumps(item)}")
+        entries.append({k: str((base / item[k]).resolve()) for k in fields})
     return entries
 
 
@@ -47,8 +51,11 @@ def read_datalist(path: str | Path) -> dict[str, list[dict]]:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise InputError(f"{path}: datalist not found") from None
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: not a readable JSON datalist ({e})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: a datalist is a JSON object with lists under \"labeled\" (or \"training\"), "
+                         f"\"unlabeled\" and \"validation\", not a {type(raw).__name__}")
     base = path.parent
     labeled = _entries(raw, "labeled", base, True, path) + _entries(raw, "training", base, True, path)
     return {"labeled": labeled, "unlabeled": _entries(raw, "unlabeled", base, False, path),
@@ -72,10 +79,17 @@ def _binary_label(label: np.ndarray, foreground: float | None, name: str) -> np.
     return mask.astype(np.uint8)
 
 
-def _same_grid(a: sitk.Image, b: sitk.Image) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetSpacing(), b.GetSpacing(), rtol=1e-4)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=1e-4))
+def _grid_differences(image: sitk.Image, label: sitk.Image) -> list[str]:
+    """How the label's voxel grid differs from its image's (empty: the same grid)."""
+    checks = [  # name, image's, label's, relative and absolute tolerance
+        ("size", image.GetSize(), label.GetSize(), 0, 0),
+        ("spacing", image.GetSpacing(), label.GetSpacing(), 1e-4, 0),
+        ("origin", image.GetOrigin(), label.GetOrigin(), 0, 1e-3),
+        ("direction", image.GetDirection(), label.GetDirection(), 0, 1e-4),
+    ]
+    fmt = lambda values: "(" + ", ".join(f"{v:g}" for v in values) + ")"
+    return [f"{name} {fmt(theirs)} against the image's {fmt(ours)}" for name, ours, theirs, rtol, atol in checks
+            if len(ours) != len(theirs) or not np.allclose(ours, theirs, rtol=rtol, atol=atol)]
 
 
 def load_case(entry: dict, spacing: Sequence[float] | None, foreground: float | None) -> dict:
@@ -86,12 +100,10 @@ def load_case(entry: dict, spacing: Sequence[float] | None, foreground: float | 
     if "label" in entry:
         label_file = Path(entry["label"])
         label = volumes.read_image(label_file)
-        if not _same_grid(image, label):
-            raise InputError(
-                f"{label_file}: label geometry (size {label.GetSize()}, spacing {label.GetSpacing()}, origin "
-                f"{label.GetOrigin()}) differs from its image {image_file} (size {image.GetSize()}, "
-                f"spacing {image.GetSpacing()}, origin {image.GetOrigin()}); resample it onto the image grid"
-            )
+        differences = _grid_differences(image, label)
+        if differences:
+            raise InputError(f"{label_file}: label geometry differs from its image {image_file}: "
+                             f"{'; '.join(differences)}; resample it onto the image grid")
         if grid is not image:
             label = volumes.resample_like(label, grid, label=True)
         case["label"] = _binary_label(volumes.to_array(label, label_file, dtype=np.float64), foreground,

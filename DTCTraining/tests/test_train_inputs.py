@@ -60,8 +60,29 @@ def test_shape_and_geometry_mismatch(tmp_path):
     write(tmp_path / b["label"], np.zeros((20, 36, 30), np.uint8))
     c = case(tmp_path, "c")
     write(tmp_path / c["label"], np.ones((20, 36, 36), np.uint8), origin=(5, 0, 0))
-    proc = train(tmp_path, [a, b, c])
-    assert_refused(proc, "b_label.nrrd: label geometry", "c_label.nrrd: label geometry", "2 problems")
+    d = case(tmp_path, "d")
+    flipped = sitk.GetImageFromArray(np.ones((20, 36, 36), np.uint8))
+    flipped.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))  # same size, spacing and origin: only the axes differ
+    sitk.WriteImage(flipped, str(tmp_path / d["label"]))
+    proc = train(tmp_path, [a, b, c, d])
+    assert_refused(proc, "3 problems",
+                   "b_label.nrrd: label geometry differs", "size (30, 36, 20) against the image's (36, 36, 20)",
+                   "c_label.nrrd: label geometry differs", "origin (5, 0, 0) against the image's (0, 0, 0)",
+                   "d_label.nrrd: label geometry differs", "direction (-1, 0, 0, 0, 1, 0, 0, 0, 1)")
+
+
+@pytest.mark.parametrize("content, message", [
+    ('[{"image": "a.nrrd", "label": "a_label.nrrd"}]', "a datalist is a JSON object"),
+    ('{"labeled": {"image": "a.nrrd"}}', "'labeled' must be a list of entries, not dict"),
+    ('{"labeled": [{"image": 3, "label": "a_label.nrrd"}]}', 'entry 0 of \'labeled\' must be'),
+    ('{"unlabeled": [null]}', "entry 0 of 'unlabeled' must be"),
+])
+def test_a_malformed_datalist_is_refused_with_what_is_wrong(tmp_path, content, message):
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(content)
+    proc = run_dtc("train", "--datalist", datalist, "-o", tmp_path / "run", *TINY, check=False)
+    assert_refused(proc, "datalist.json: ", message)
+    assert "Traceback" not in proc.stderr
 
 
 def test_nan_and_inf_voxels(tmp_path):
