@@ -91,11 +91,10 @@ class World:
     def sum(self, values: list) -> list[float]:
         """Element-wise sum over all ranks of `values` (numbers or one-element tensors), as floats; one
         exchange and one device-to-host copy, however many values."""
-        if not self.distributed:
-            return [float(torch.as_tensor(v).detach()) for v in values]
-        t = torch.stack([torch.as_tensor(v).detach().to(self._comm_device(), torch.float64).reshape(())
-                         for v in values])
-        dist.all_reduce(t)
+        device = self._comm_device() if self.distributed else self.device
+        t = torch.stack([torch.as_tensor(v).detach().to(device, torch.float64).reshape(()) for v in values])
+        if self.distributed:
+            dist.all_reduce(t)
         return t.tolist()
 
     def gather_str(self, text: str) -> list[str]:

@@ -216,7 +216,7 @@ def test_without_torchrun_there_is_one_rank_and_no_process_group(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     world = distributed.setup(torch.device("cpu"))
     assert (world.rank, world.size, world.distributed, world.is_main) == (0, 1, False, True)
-    assert world.sum([1.5, 2.0]) == [1.5, 2.0]
+    assert world.sum([1.5, torch.tensor(2.0), torch.tensor([3.0])]) == [1.5, 2.0, 3.0]
 
 
 def test_weight_digest_sees_a_one_ulp_change():
