@@ -53,7 +53,7 @@ def _torch_load(path: Path) -> object:
     # torch.save writes a zip archive; files from torch < 1.6 are a bare pickle (protocol 2+ opens with 0x80).
     # Anything else (an image, JSON, text) is not worth handing to the unpickler.
     if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):
-        raise ModelFileError(f"{path}: not a model file (not in PyTorch's file format)")
+        raise ModelFileError(f"{path}: not a DTC model file (not in PyTorch's file format)")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

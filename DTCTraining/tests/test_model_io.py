@@ -86,7 +86,7 @@ def test_a_file_that_is_not_a_model_is_a_clear_error(tmp_path, name, write):
     for command in (["info", path], ["import-official", path, "-o", tmp_path / "out.pt"]):
         proc = run_dtc(*command, check=False)
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-        assert f"{name}: not a model file" in proc.stderr
+        assert f"{name}: not a DTC model file" in proc.stderr
     assert not (tmp_path / "out.pt").exists()
 
 
