@@ -21,6 +21,32 @@ from .ProgressPlot import ProgressPlot
 from .SceneIO import labelChoices
 from .Validation import checkTrainingInputs
 
+def _setValue(widget, value):
+    widget.value = value
+
+
+def _setChecked(widget, value):
+    widget.checked = bool(value)
+
+
+def _setText(widget, value):
+    index = widget.findText(str(value))
+    if index < 0:
+        widget.addItem(str(value))
+        index = widget.findText(str(value))
+    widget.setCurrentIndex(index)
+
+
+# widget kind -> (its change signal, read its value, show a value); one table, so that wiring, saving and
+# loading cannot disagree about a kind
+WIDGET_KINDS = {
+    "value": (lambda w: "valueChanged(double)" if isinstance(w, qt.QDoubleSpinBox) else "valueChanged(int)",
+              lambda w: w.value, _setValue),
+    "text": (lambda w: "currentTextChanged(QString)", lambda w: w.currentText, _setText),
+    "number": (lambda w: "currentTextChanged(QString)", lambda w: int(w.currentText), _setText),
+    "checked": (lambda w: "toggled(bool)", lambda w: w.checked, _setChecked),
+}
+
 # dataclass field -> (widget name, kind)
 TRAINING_FIELDS = {
     "iterations": ("iterationsSpinBox", "value"), "labeledBatch": ("labeledBatchSpinBox", "value"),
@@ -70,9 +96,7 @@ class DTCPanel(VTKObservationMixin):
         ui = self.ui
         for name, kind in list(TRAINING_FIELDS.values()) + list(SEGMENT_FIELDS.values()):
             widget = getattr(ui, name)
-            signal = {"value": "valueChanged(double)" if isinstance(widget, qt.QDoubleSpinBox) else "valueChanged(int)",
-                      "text": "currentTextChanged(QString)", "checked": "toggled(bool)"}[kind]
-            widget.connect(signal, self.onInputsChanged)
+            widget.connect(WIDGET_KINDS[kind][0](widget), self.onInputsChanged)
         for name in PATCH_WIDGETS:
             getattr(ui, name).connect("valueChanged(int)", self.onInputsChanged)
         for selector in (ui.inputVolumeSelector, ui.roiSelector, ui.outputSegmentationSelector):
@@ -118,16 +142,10 @@ class DTCPanel(VTKObservationMixin):
     # ----------------------------------------------------------------------------- state <-> GUI
     def collectState(self) -> ModuleState:
         ui = self.ui
-        values = {}
-        for field, (name, kind) in TRAINING_FIELDS.items():
-            widget = getattr(ui, name)
-            values[field] = widget.currentText if kind == "text" else widget.value
-        training = TrainingParameters(**values, patchSize=tuple(getattr(ui, n).value for n in PATCH_WIDGETS))
-        seg = {}
-        for field, (name, kind) in SEGMENT_FIELDS.items():
-            widget = getattr(ui, name)
-            seg[field] = {"text": lambda w: w.currentText, "number": lambda w: int(w.currentText),
-                          "value": lambda w: w.value, "checked": lambda w: w.checked}[kind](widget)
+        read = lambda fields: {field: WIDGET_KINDS[kind][1](getattr(ui, name)) for field, (name, kind) in fields.items()}
+        training = TrainingParameters(**read(TRAINING_FIELDS),
+                                      patchSize=tuple(getattr(ui, n).value for n in PATCH_WIDGETS))
+        seg = read(SEGMENT_FIELDS)
         pairs = []
         for volumeCombo, labelCombo, segmentCombo in self.rows:
             key = segmentCombo.currentData if segmentCombo.count > 1 and segmentCombo.currentIndex > 0 else None
@@ -148,12 +166,11 @@ class DTCPanel(VTKObservationMixin):
         ui = self.ui
         self._loading = True
         try:
-            for field, (name, kind) in TRAINING_FIELDS.items():
-                self._setWidget(getattr(ui, name), kind, getattr(state.training, field))
+            for fields, values in ((TRAINING_FIELDS, state.training), (SEGMENT_FIELDS, state.segmenting)):
+                for field, (name, kind) in fields.items():
+                    WIDGET_KINDS[kind][2](getattr(ui, name), getattr(values, field))
             for name, value in zip(PATCH_WIDGETS, state.training.patchSize):
                 getattr(ui, name).value = int(value)
-            for field, (name, kind) in SEGMENT_FIELDS.items():
-                self._setWidget(getattr(ui, name), kind, getattr(state.segmenting, field))
             self.clearRows()
             for pair in state.pairs:
                 self.addRow(pair)
@@ -168,19 +185,6 @@ class DTCPanel(VTKObservationMixin):
         finally:
             self._loading = False
         self.updateButtons()
-
-    @staticmethod
-    def _setWidget(widget, kind, value):
-        if kind in {"text", "number"}:
-            index = widget.findText(str(value))
-            if index < 0:
-                widget.addItem(str(value))
-                index = widget.findText(str(value))
-            widget.setCurrentIndex(index)
-        elif kind == "checked":
-            widget.checked = bool(value)
-        else:
-            widget.value = value
 
     def onInputsChanged(self, *args):
         if self._loading:

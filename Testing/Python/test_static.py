@@ -2,6 +2,7 @@
 description, the logic's import-time dependencies, and the offscreen rendering of the panel."""
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -64,6 +65,20 @@ def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
         allowed = next((classes for pattern, classes in FITTING if re.search(pattern, name)), None)
         assert allowed is not None, f"no class rule for {name}"
         assert widgets[name] in allowed, f"{name} is a {widgets[name]}, expected one of {allowed}"
+
+
+def test_every_widget_kind_the_field_tables_use_can_be_wired_read_and_shown():
+    # Widget.py imports Slicer's Qt, which does not exist here, so its tables are read from the source. A kind
+    # missing from WIDGET_KINDS would raise KeyError while the panel is built: the module would not open.
+    tables = {}
+    for node in ast.parse((MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()).body:
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
+            if node.targets[0].id in ("WIDGET_KINDS", "TRAINING_FIELDS", "SEGMENT_FIELDS"):
+                tables[node.targets[0].id] = node.value
+    kinds = {key.value for key in tables["WIDGET_KINDS"].keys}
+    assert all(len(entry.elts) == 3 for entry in tables["WIDGET_KINDS"].values)  # signal, read, show
+    used = {entry.elts[1].value for name in ("TRAINING_FIELDS", "SEGMENT_FIELDS") for entry in tables[name].values}
+    assert used and used <= kinds, f"kinds without wiring: {used - kinds}"
 
 
 def test_ui_root_passes_the_scene_to_every_mrml_widget():
