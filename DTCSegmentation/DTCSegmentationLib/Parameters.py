@@ -148,19 +148,29 @@ def _load(cls, text: str):
     return cls(**kwargs)
 
 
+def _pairCount(node) -> int:
+    """Pairs saved in `node`: one segment choice (or null) is stored per pair."""
+    return len(json.loads(node.GetParameter("pairSegments") or "[]"))
+
+
 def saveState(node, state: ModuleState) -> None:
     """Write `state` into a `vtkMRMLScriptedModuleNode` (parameters + node references)."""
+    previousPairs = _pairCount(node)
     wasModifying = node.StartModify()
     try:
         node.SetParameter("training", _dump(state.training))
         node.SetParameter("segmenting", _dump(state.segmenting))
         node.SetParameter("modelName", state.modelName or "")
         node.SetParameter("pairSegments", json.dumps([p.segment for p in state.pairs]))
-        for role in ("volume", "label", "unlabeled"):
-            node.RemoveNodeReferenceIDs(_ROLES[role])
-        for pair in state.pairs:
-            node.AddNodeReferenceID(_ROLES["volume"], pair.volume.GetID() if pair.volume else "")
-            node.AddNodeReferenceID(_ROLES["label"], pair.label.GetID() if pair.label else "")
+        # One reference role per pair and side: a row without a volume, or a node deleted from the scene,
+        # leaves a gap instead of shifting the later pairs onto another pair's label.
+        for i in range(previousPairs):
+            node.RemoveNodeReferenceIDs(f"{_ROLES['volume']}{i}")
+            node.RemoveNodeReferenceIDs(f"{_ROLES['label']}{i}")
+        node.RemoveNodeReferenceIDs(_ROLES["unlabeled"])
+        for i, pair in enumerate(state.pairs):
+            for role, member in (("volume", pair.volume), ("label", pair.label)):
+                node.SetNodeReferenceID(f"{_ROLES[role]}{i}", member.GetID() if member is not None else None)
         for volume in state.unlabeled:
             node.AddNodeReferenceID(_ROLES["unlabeled"], volume.GetID())
         for name in ("inputVolume", "outputSegmentation", "roi"):
@@ -175,10 +185,9 @@ def loadState(node) -> ModuleState:
                         segmenting=_load(SegmentParameters, node.GetParameter("segmenting")),
                         modelName=node.GetParameter("modelName") or "")
     segments = json.loads(node.GetParameter("pairSegments") or "[]")
-    for i in range(node.GetNumberOfNodeReferences(_ROLES["volume"])):
-        state.pairs.append(LabeledPair(node.GetNthNodeReference(_ROLES["volume"], i),
-                                       node.GetNthNodeReference(_ROLES["label"], i),
-                                       segments[i] if i < len(segments) else None))
+    for i, segment in enumerate(segments):
+        state.pairs.append(LabeledPair(node.GetNodeReference(f"{_ROLES['volume']}{i}"),
+                                       node.GetNodeReference(f"{_ROLES['label']}{i}"), segment))
     for i in range(node.GetNumberOfNodeReferences(_ROLES["unlabeled"])):
         volume = node.GetNthNodeReference(_ROLES["unlabeled"], i)
         if volume is not None:

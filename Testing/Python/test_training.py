@@ -161,6 +161,21 @@ def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
     assert "--patch 32 32 16" in " ".join(back.training.arguments())
 
 
+def test_pairs_keep_their_own_labels_through_gaps_and_deleted_nodes(phantomScene, scene):
+    node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DTCSegmentation")
+    (v0, l0), (v1, l1), (v2, l2) = phantomScene["labeled"]
+    state = ModuleState(training=TrainingParameters(), segmenting=SegmentParameters(),
+                        pairs=[LabeledPair(None, l0), LabeledPair(v1, l1, "s1"), LabeledPair(v2, l2)])
+    saveState(node, state)  # the first row has no volume chosen yet
+    assert [(p.volume, p.label, p.segment) for p in loadState(node).pairs] == [(None, l0, None), (v1, l1, "s1"),
+                                                                               (v2, l2, None)]
+    scene.RemoveNode(v1)  # a volume deleted from the scene leaves its row without a volume
+    assert [(p.volume, p.label) for p in loadState(node).pairs] == [(None, l0), (None, l1), (v2, l2)]
+    state.pairs = [LabeledPair(v2, l2)]  # fewer rows: nothing of the old rows remains
+    saveState(node, state)
+    assert [(p.volume, p.label) for p in loadState(node).pairs] == [(v2, l2)]
+
+
 def test_model_store_refuses_other_kinds_of_model(tmp_path):
     import torch
 
