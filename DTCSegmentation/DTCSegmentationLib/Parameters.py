@@ -134,11 +134,12 @@ _ROLES = {"volume": "dtcLabeledVolume", "label": "dtcLabeledLabel", "unlabeled":
           "inputVolume": "dtcInputVolume", "outputSegmentation": "dtcOutputSegmentation", "roi": "dtcROI"}
 
 
-def _dump(dc) -> str:
+def dumpParameters(dc) -> str:
+    """JSON of a parameters dataclass (tuples as lists); `loadParameters` reads it back."""
     return json.dumps({k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(dc).items()})
 
 
-def _load(cls, text: str):
+def loadParameters(cls, text: str):
     values = json.loads(text) if text else {}
     names = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -158,8 +159,8 @@ def saveState(node, state: ModuleState) -> None:
     previousPairs = _pairCount(node)
     wasModifying = node.StartModify()
     try:
-        node.SetParameter("training", _dump(state.training))
-        node.SetParameter("segmenting", _dump(state.segmenting))
+        node.SetParameter("training", dumpParameters(state.training))
+        node.SetParameter("segmenting", dumpParameters(state.segmenting))
         node.SetParameter("modelName", state.modelName or "")
         node.SetParameter("pairSegments", json.dumps([p.segment for p in state.pairs]))
         # One reference role per pair and side: a row without a volume, or a node deleted from the scene,
@@ -181,8 +182,8 @@ def saveState(node, state: ModuleState) -> None:
 
 
 def loadState(node) -> ModuleState:
-    state = ModuleState(training=_load(TrainingParameters, node.GetParameter("training")),
-                        segmenting=_load(SegmentParameters, node.GetParameter("segmenting")),
+    state = ModuleState(training=loadParameters(TrainingParameters, node.GetParameter("training")),
+                        segmenting=loadParameters(SegmentParameters, node.GetParameter("segmenting")),
                         modelName=node.GetParameter("modelName") or "")
     segments = json.loads(node.GetParameter("pairSegments") or "[]")
     for i, segment in enumerate(segments):

@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from .Parameters import LabeledPair, TrainingParameters
+from .Parameters import LabeledPair, TrainingParameters, dumpParameters, loadParameters
 from .Process import (EXIT_INTERRUPTED, EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment,
                       explainFailure, parseEvent, pythonExecutable)
 from .SceneIO import exportLabel, writeVolume
 from .Validation import checkTrainingInputs
 
 STOP_GRACE_S = 120.0  # after this, Stop ends the process tree without waiting for the checkpoint
+
+
+PARAMETERS_FILE = "parameters.json"  # the panel's training parameters, kept in the run folder
 
 
 def defaultWorkRoot() -> Path:
@@ -190,12 +193,21 @@ class TrainingLogic:
         if outDir is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             outDir = self.workRoot / f"train-{stamp}"
-        outDir = Path(outDir)
+        outDir = Path(outDir).resolve()  # the child runs in outDir: relative paths would point elsewhere
         outDir.mkdir(parents=True, exist_ok=True)
         datalist = exportDataset(pairs, unlabeled, outDir / "data")
-        (outDir / "parameters.json").write_text(json.dumps(
-            {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(params).items()}, indent=2))
+        (outDir / PARAMETERS_FILE).write_text(dumpParameters(params))
         return TrainingJob(outDir=outDir, datalist=datalist, params=params)
+
+    def reopen(self, outDir: str | os.PathLike) -> TrainingJob:
+        """The stopped (or crashed) run of an earlier session in `outDir`, with the parameters it was started
+        with; `resume` continues it."""
+        outDir = Path(outDir).resolve()
+        saved = outDir / PARAMETERS_FILE
+        if not saved.is_file():
+            raise ValueError(f"{outDir}: not a training run of this module (no {PARAMETERS_FILE})")
+        params = loadParameters(TrainingParameters, saved.read_text())
+        return TrainingJob(outDir, outDir / "data" / "datalist.json", params, state="stopped")
 
     def start(self, pairs: list[LabeledPair], unlabeled: list, params: TrainingParameters,
               outDir: Optional[str | os.PathLike] = None) -> TrainingJob:

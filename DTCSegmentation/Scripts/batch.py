@@ -24,6 +24,14 @@ for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed e
         sys.path.insert(0, str(candidate))
 
 
+TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
+    ("--iterations", "iterations", int), ("--labeled-batch", "labeledBatch", int),
+    ("--unlabeled-batch", "unlabeledBatch", int), ("--patch", "patchSize", int), ("--lr", "learningRate", float),
+    ("--k", "k", float), ("--n-filters", "nFilters", int), ("--device", "device", str),
+    ("--val-fraction", "valFraction", float), ("--val-every", "valEvery", int),
+]
+
+
 def _parser() -> argparse.ArgumentParser:
     from DTCSegmentationLib.Parameters import ORIENTATION_COUNTS, WINDOW_SIZES, TrainingParameters
 
@@ -47,17 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", type=Path, required=True, help="training run folder")
     t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
     t.add_argument("--store-name", help="add the trained model to the model store under this name")
+    # Unset options keep the panel's defaults, or with --resume the run's own parameters (of which dtc train
+    # lets --iterations, --device and --val-every change).
     d = TrainingParameters()
-    t.add_argument("--iterations", type=int, default=d.iterations)
-    t.add_argument("--labeled-batch", type=int, default=d.labeledBatch)
-    t.add_argument("--unlabeled-batch", type=int, default=d.unlabeledBatch)
-    t.add_argument("--patch", type=int, nargs=3, default=list(d.patchSize))
-    t.add_argument("--lr", type=float, default=d.learningRate)
-    t.add_argument("--k", type=float, default=d.k)
-    t.add_argument("--n-filters", type=int, default=d.nFilters)
-    t.add_argument("--device", default=d.device)
-    t.add_argument("--val-fraction", type=float, default=d.valFraction)
-    t.add_argument("--val-every", type=int, default=d.valEvery)
+    for option, field, kind in TRAINING_OPTIONS:
+        t.add_argument(option, dest=field, type=kind, nargs=3 if field == "patchSize" else None,
+                       help=f"default {getattr(d, field)}")
     t.add_argument("--timeout", type=float, default=None)
     return p
 
@@ -100,22 +103,24 @@ def _segment(args) -> int:
 
 
 def _train(args) -> int:
+    import dataclasses
     import json
 
     from DTCSegmentationLib import SceneIO
     from DTCSegmentationLib.ModelStore import ModelStore
     from DTCSegmentationLib.Parameters import LabeledPair, TrainingParameters
-    from DTCSegmentationLib.TrainingLogic import TrainingJob, TrainingLogic
+    from DTCSegmentationLib.TrainingLogic import TrainingLogic
 
-    params = TrainingParameters(
-        iterations=args.iterations, labeledBatch=args.labeled_batch, unlabeledBatch=args.unlabeled_batch,
-        patchSize=tuple(args.patch), learningRate=args.lr, k=args.k, nFilters=args.n_filters, device=args.device,
-        valFraction=args.val_fraction, valEvery=args.val_every)
+    given = {field: tuple(v) if isinstance(v, list) else v
+             for _, field, _ in TRAINING_OPTIONS if (v := getattr(args, field)) is not None}
     logic = TrainingLogic()
     try:
         if args.resume:
-            job = logic.resume(TrainingJob(args.output, args.output / "data" / "datalist.json", params, state="stopped"))
+            job = logic.reopen(args.output)
+            job.params = dataclasses.replace(job.params, **given)
+            job = logic.resume(job)
         else:
+            params = TrainingParameters(**given)
             if not args.labeled:
                 raise ValueError("give --labeled IMAGE:LABEL ... (or --resume)")
             pairs = []

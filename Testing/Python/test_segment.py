@@ -1,6 +1,7 @@
 """Segmenting from the scene with the real backend (`dtc infer` in a child), and the batch script."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -103,9 +104,9 @@ def test_a_model_of_another_kind_is_refused(scene, tmp_path):
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 0
 
 
-def _batch(*args, env=None):
+def _batch(*args, env=None, cwd=REPO):
     return subprocess.run([sys.executable, str(MODULE_DIR / "Scripts" / "batch.py"), *map(str, args)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO,
+                          capture_output=True, text=True, timeout=300, cwd=cwd,
                           env={**os.environ, **(env or {})})
 
 
@@ -138,11 +139,17 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
         l = SceneIO.writeVolume(addVolume(scene, label, f"l{i}", obliqueMatrix(), labelmap=True), tmp_path / f"l{i}.nrrd")
         files.append((v, l))
     run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
-                 "-o", tmp_path / "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,
+                 "-o", "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,  # -o relative to cwd
                  "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0.5,
-                 "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")})
+                 "--val-every", 1, "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")},
+                 cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "run" / "model.pt").is_file()
     assert [m.name for m in ModelStore(tmp_path / "store").list()] == ["batch-model"]
+    # Resuming keeps the run's own parameters; only the options given change.
+    resumed = _batch("train", "--resume", "-o", "run", "--iterations", 3, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())["config"]
+    assert (config["iterations"], config["val_every"], config["device"]) == (3, 1, "cpu")
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
