@@ -62,6 +62,9 @@ class InferenceLogic:
         problems = params.problems()
         if not isScalarVolume(inputVolume):
             problems.append("choose a scalar input volume")
+        elif roi is not None and inputVolume.GetParentTransformNode() is not None:
+            problems.append(f"{inputVolume.GetName()} is under a transform, which the ROI would not follow; "
+                            "harden the transform first")
         if problems:
             raise ValueError("; ".join(problems))
         try:
@@ -70,18 +73,23 @@ class InferenceLogic:
             raise ValueError(str(e)) from None
         readModelMetadata(modelPath)  # refuses a model of another kind (ModelStoreError is a ValueError)
         mrmlScene = inputVolume.GetScene()
-        if segmentationNode is None:
-            segmentationNode = mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                           f"{inputVolume.GetName()} segmentation")
         workDir = Path(tempfile.mkdtemp(prefix="dtc-segment-"))
         source = inputVolume
-        if roi is not None:
-            source = cropToROI(inputVolume, roi, "dtc-roi-crop")
         try:
+            if roi is not None:
+                source = cropToROI(inputVolume, roi, "dtc-roi-crop")
             inputPath = writeVolume(source, workDir / "input.nrrd")
+        except BaseException:
+            shutil.rmtree(workDir, ignore_errors=True)
+            raise
         finally:
             if source is not inputVolume:
                 mrmlScene.RemoveNode(source)
+        if segmentationNode is None:
+            segmentationNode = mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode",
+                                                           f"{inputVolume.GetName()} segmentation")
+        # The volume is written in its own coordinates, so the result belongs under the volume's transform.
+        segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
         resultPath = workDir / "result.nrrd"
         job = SegmentJob(inputVolume, segmentationNode, modelPath, workDir, resultPath, keepFiles=keepFiles)
         job.process = self.processFactory(self.command(modelPath, inputPath, resultPath, params),

@@ -232,6 +232,7 @@ def importResult(labelmapPath: str | os.PathLike, segmentationNode, referenceVol
     if segmentId is None:
         segmentId = seg.AddEmptySegment(LEFT_ATRIUM_SEGMENT_ID, name, list(LEFT_ATRIUM_COLOR))
     labelmap = readVolume(labelmapPath, "dtc-result", labelmap=True, mrmlScene=mrmlScene)
+    labelmap.SetAndObserveTransformNodeID(referenceVolume.GetTransformNodeID())  # the volume's own coordinates
     try:
         array = slicer.util.arrayFromVolume(labelmap)
         slicer.util.updateVolumeFromArray(labelmap, (array > 0).astype(np.uint8))

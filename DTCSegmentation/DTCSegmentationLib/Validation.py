@@ -64,6 +64,9 @@ def checkTrainingInputs(pairs: list[LabeledPair], unlabeled: list, params: Train
         if label.IsA("vtkMRMLScalarVolumeNode") and not label.IsA("vtkMRMLLabelMapVolumeNode"):
             report.problems.append(f"{what}: {_name(label)} is a scalar volume, not a labelmap or segmentation")
             continue
+        if label.IsA("vtkMRMLLabelMapVolumeNode") and label.GetParentTransformNode() is not None:
+            # a labelmap is exported in its own coordinates (a segmentation's transform is applied)
+            report.problems.append(f"{what}: {_name(label)} is under a transform; harden the transform first")
         choices = labelChoices(label)
         if not choices:
             kind = "segment" if label.IsA("vtkMRMLSegmentationNode") else "non-zero label"

@@ -72,13 +72,32 @@ def test_test_time_orientations_reach_the_backend(scene, tinyModel, tmp_path):
     assert np.array_equal(result, averaged)
 
 
+def test_a_volume_under_a_transform_gets_its_segmentation_under_the_same_transform(scene, tinyModel, tmp_path):
+    import vtk
+
+    image, _ = phantom(5, size=(24, 20, 18))
+    volume = addVolume(scene, image, "patient", obliqueMatrix())
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    shift = vtk.vtkMatrix4x4()
+    shift.SetElement(0, 3, 25.0)
+    transform.SetMatrixTransformToParent(shift)
+    volume.SetAndObserveTransformNodeID(transform.GetID())
+    logic = InferenceLogic(store=ModelStore(tmp_path / "store"))
+    job = logic.segment(volume, str(tinyModel), params=PARAMS, timeout=120)
+    assert job.state == "done" and job.segmentationNode.GetTransformNodeID() == transform.GetID()
+    result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
+    assert np.array_equal(result, expected(volume, tinyModel, tmp_path)) and result.any()
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
+    with pytest.raises(ValueError, match="under a transform"):
+        logic.start(volume, str(tinyModel), roi=roi, params=PARAMS)
+
+
 def test_segment_inside_roi_only(scene, tinyModel, tmp_path):
+    import vtk
+
     image, _ = phantom(6, size=(24, 24, 24))
     volume = addVolume(scene, image, "patient", obliqueMatrix(angle=0.0))
     roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
-    m = slicer.vtkMatrix4x4() if hasattr(slicer, "vtkMatrix4x4") else None
-    import vtk
-
     m = vtk.vtkMatrix4x4()
     volume.GetIJKToRASMatrix(m)
     roi.SetCenter(*m.MultiplyPoint((8.0, 8.0, 8.0, 1.0))[:3])

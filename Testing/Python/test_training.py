@@ -144,6 +144,12 @@ def test_validation_lists_every_problem(phantomScene, scene):
                                   LabeledPair(phantomScene["labeled"][2][0], several, "a")], [])
     assert report.ok, report.tooltip()
     assert any("another geometry" in n and "case1-seg" in n for n in report.notes)
+    # a labelmap under a transform would be exported without it, misaligned with its volume
+    labelmapVolume, labelmap = phantomScene["labeled"][2]
+    labelmap.SetAndObserveTransformNodeID(scene.AddNewNodeByClass("vtkMRMLLinearTransformNode").GetID())
+    report = checkTrainingInputs([LabeledPair(labelmapVolume, labelmap)], [])
+    assert "case2-label is under a transform; harden the transform first" in report.tooltip()
+    labelmap.SetAndObserveTransformNodeID(None)
 
 
 def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
