@@ -86,9 +86,14 @@ class DTCPanel(VTKObservationMixin):
         self._connect()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
         self.ui.labeledTable.horizontalHeader().setSectionResizeMode(qt.QHeaderView.Stretch)
         self.ui.modelsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.ResizeToContents)
-        self.refreshModels()
+        self._loading = True  # the widgets' defaults must not overwrite the parameters of a loaded scene
+        try:
+            self.refreshModels()
+        finally:
+            self._loading = False
         self.loadFromParameterNode()
 
     # ------------------------------------------------------------------------------------ wiring
@@ -137,6 +142,9 @@ class DTCPanel(VTKObservationMixin):
 
     def onSceneEndClose(self, caller, event):
         self.clearRows()
+
+    def onSceneEndImport(self, caller, event):
+        self.loadFromParameterNode()  # a loaded scene brings its own parameters
         self.loadFromParameterNode()
 
     # ----------------------------------------------------------------------------- state <-> GUI
@@ -288,7 +296,7 @@ class DTCPanel(VTKObservationMixin):
         state = self.collectState()
         try:
             self.trainingJob = self.logic.training.start(state.pairs, state.unlabeled, state.training)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: a label the scene cannot export
             self._error("Cannot start training", str(e))
             return
         self._startFollowing()
@@ -297,19 +305,20 @@ class DTCPanel(VTKObservationMixin):
         if self.trainingJob is None:
             return
         self.trainingJob.params = self.collectState().training
+        shown = self.trainingJob.monitor.count  # the log box already holds these lines
         try:
             self.logic.training.resume(self.trainingJob)
         except (ValueError, RuntimeError) as e:
             self._error("Cannot resume", str(e))
             return
-        self._startFollowing()
+        self._startFollowing(logSeen=shown)
 
-    def _startFollowing(self):
+    def _startFollowing(self, logSeen: int = 0):
         if self.plot is None:
             self.plot = ProgressPlot(slicer.mrmlScene)
         self.plot.clear()
         self.ui.plotWidget.setMRMLPlotChartNode(self.plot.chart)
-        self._logSeen = 0
+        self._logSeen = logSeen
         self.ui.trainingStatusLabel.text = "Starting (exported data in %s)" % self.trainingJob.outDir
         self.timer.start()
         self.updateButtons()
