@@ -65,9 +65,19 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stem(path: Path) -> str:
+    """The file name without its image suffix (scan.v2.nii.gz -> scan.v2)."""
+    name = path.name
+    for suffix in (".seg.nrrd", ".nii.gz"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem if path.suffix else name
+
+
 def _segment(args) -> int:
     from DTCSegmentationLib import SceneIO
     from DTCSegmentationLib.InferenceLogic import InferenceLogic
+    from DTCSegmentationLib.ModelStore import readModelMetadata
     from DTCSegmentationLib.Parameters import SegmentParameters
 
     params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size,
@@ -76,15 +86,23 @@ def _segment(args) -> int:
     inputs = []
     for path in args.inputs:
         inputs += sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
-    args.output.mkdir(parents=True, exist_ok=True)
+    outputs = [args.output / f"{_stem(path)}.seg.nrrd" for path in inputs]
+    clashes = sorted({out.name for out in outputs if outputs.count(out) > 1})
     logic, failures = InferenceLogic(), 0
-    for path in inputs:
+    try:
+        if clashes:
+            raise ValueError(f"several inputs would be written to {', '.join(clashes)}; segment them separately")
+        readModelMetadata(logic.store.resolve(args.model))  # once, not once per input
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    for path, output in zip(inputs, outputs):
         scene = SceneIO.scene()
         try:
             volume = SceneIO.readVolume(path)
             job = logic.segment(volume, args.model, params=params, timeout=args.timeout)
-            name = path.name[: -len("".join(path.suffixes))] if path.suffixes else path.name
-            out = SceneIO.writeSegmentation(job.segmentationNode, args.output / f"{name}.seg.nrrd")
+            out = SceneIO.writeSegmentation(job.segmentationNode, output)
             print(f"{path} -> {out}", flush=True)
         except (OSError, ValueError) as e:
             print(f"error: {path}: {e}", file=sys.stderr, flush=True)

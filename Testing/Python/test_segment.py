@@ -133,7 +133,8 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
     inputs = []
     for i in range(2):
         image, _ = phantom(i, size=(20, 20, 20))
-        inputs.append(SceneIO.writeVolume(addVolume(scene, image, f"in{i}", obliqueMatrix()), tmp_path / f"in{i}.nrrd"))
+        # dots in the names: scan.v0 and scan.v1 must not both become "scan"
+        inputs.append(SceneIO.writeVolume(addVolume(scene, image, f"in{i}", obliqueMatrix()), tmp_path / f"scan.v{i}.nrrd"))
     run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "--tta", "2", "-o", tmp_path / "out", *inputs)
     assert run.returncode == 0, run.stderr
     for path in inputs:
@@ -146,8 +147,12 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
 
     failed = _batch("segment", "--model", tinyModel, "-o", tmp_path / "out", tmp_path / "missing.nrrd")
     assert failed.returncode == 2 and "missing.nrrd" in failed.stderr
-    refused = _batch("segment", "--model", inputs[0], "-o", tmp_path / "out", inputs[0])
-    assert refused.returncode == 2 and "not a DTC model" in refused.stderr
+    refused = _batch("segment", "--model", inputs[0], "-o", tmp_path / "out", *inputs)
+    assert refused.returncode == 2 and refused.stderr.count("not a DTC model") == 1  # said once, before any input
+    (tmp_path / "other").mkdir()
+    same = SceneIO.writeVolume(SceneIO.readVolume(inputs[0]), tmp_path / "other" / "scan.v0.nii.gz")
+    clash = _batch("segment", "--model", tinyModel, "-o", tmp_path / "out2", inputs[0], same)
+    assert clash.returncode == 2 and "scan.v0.seg.nrrd" in clash.stderr and not (tmp_path / "out2").exists()
 
 
 def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
