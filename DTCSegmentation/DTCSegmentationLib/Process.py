@@ -30,6 +30,8 @@ EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 3
 
+EOF_GRACE_S = 5.0  # how long output may still arrive after the child exited
+
 
 class ProcessProtocol(Protocol):
     pid: int
@@ -59,6 +61,7 @@ class ChildProcess:
         self.pid = self._proc.pid
         self._queue: "queue.Queue[str]" = queue.Queue()
         self._eof = threading.Event()
+        self._exitedAt: Optional[float] = None
         self._thread = threading.Thread(target=self._read, name=f"dtc-child-{self.pid}", daemon=True)
         self._thread.start()
 
@@ -72,9 +75,14 @@ class ChildProcess:
             self._eof.set()
 
     def poll(self) -> Optional[int]:
-        """The exit code once the process has ended and all its output has been read, else None."""
+        """The exit code once the process has ended and its output has been read, else None. A grandchild
+        that outlives it can hold the pipe open; after EOF_GRACE_S the code is returned anyway."""
         code = self._proc.poll()
-        if code is None or not self._eof.is_set():
+        if code is None:
+            return None
+        if self._exitedAt is None:
+            self._exitedAt = time.monotonic()
+        if not self._eof.is_set() and time.monotonic() - self._exitedAt < EOF_GRACE_S:
             return None
         return code
 
@@ -91,28 +99,29 @@ class ChildProcess:
             self._proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
-        self._eof.wait(5)
-        return self.poll()
+        self._eof.wait(EOF_GRACE_S)
+        return self._proc.returncode
 
     def killTree(self) -> None:
-        """End the process and everything it started (psutil when available, else the process group).
-        Also called after a normal exit, to reap workers the child may have left behind."""
-        try:
-            import psutil  # shipped with Slicer; optional elsewhere
-
+        """End the process and everything it started (psutil while it runs, and its process group). Also
+        called after a normal exit, to reap workers the child may have left behind: by then its pid may
+        belong to an unrelated process, so only the group, which outlives its leader, is signalled."""
+        if self._proc.poll() is None:
             try:
-                parent = psutil.Process(self.pid)
-                for child in parent.children(recursive=True):
-                    child.kill()
-                parent.kill()
-            except psutil.Error:
+                import psutil  # shipped with Slicer; optional elsewhere
+
+                try:
+                    parent = psutil.Process(self.pid)
+                    for child in parent.children(recursive=True):
+                        child.kill()
+                    parent.kill()
+                except psutil.Error:
+                    pass
+            except ImportError:
                 pass
-        except ImportError:
-            pass
-        if os.name == "nt":
-            if self._proc.poll() is None:
+            if os.name == "nt":
                 subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.pid)], capture_output=True)
-        else:
+        if os.name != "nt":  # Windows has no process groups to signal; taskkill ended the tree above
             try:
                 os.killpg(self.pid, signal.SIGKILL)  # the group the child leads (start_new_session)
             except (ProcessLookupError, PermissionError):
@@ -121,7 +130,7 @@ class ChildProcess:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
-        self._eof.wait(5)
+        self._eof.wait(EOF_GRACE_S)
 
 
 def pythonExecutable() -> str:
@@ -207,21 +216,3 @@ def explainFailure(returnCode: Optional[int], logLines: Iterable[str]) -> str:
     last = tail[-1].strip() if tail else "no output"
     return f"The process failed with exit code {returnCode}: {last}"
 
-
-def runToEnd(process: ProcessProtocol, onLine=None, timeout: Optional[float] = None) -> int:
-    """Headless use: pump a process's lines to `onLine` until it ends; kill it after `timeout` seconds."""
-    start = time.monotonic()
-    while True:
-        for line in process.readLines():
-            if onLine:
-                onLine(line)
-        code = process.poll()
-        if code is not None:
-            for line in process.readLines():
-                if onLine:
-                    onLine(line)
-            return code
-        if timeout is not None and time.monotonic() - start > timeout:
-            process.killTree()
-            raise TimeoutError(f"process {process.pid} did not finish within {timeout} s")
-        time.sleep(0.05)

@@ -4,8 +4,11 @@ reported, never waited on forever; garbage output is ignored."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,6 +105,36 @@ def test_hanging_child_is_ended_after_the_grace_period(phantomScene, tmp_path):
     logic.wait(job, timeout=30)
     assert job.state == "failed" and job.returnCode != 0  # killed: no checkpoint, nothing to resume
     assert not job.canResume
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a live process (a zombie waiting to be reaped by init counts as ended)."""
+    stat = Path(f"/proc/{pid}/stat")
+    try:
+        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads process states from Linux's /proc")
+def test_a_child_whose_grandchild_keeps_its_output_open_still_finishes():
+    # The child exits at once, leaving a grandchild that holds the output pipe for 600 s.
+    code = ("import subprocess, sys\n"
+            "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+            "print(p.pid, flush=True)\n")
+    child = ChildProcess([sys.executable, "-c", code])
+    started = time.monotonic()
+    while child.poll() is None:
+        assert time.monotonic() - started < 30, "the exit code never came"
+        time.sleep(0.1)
+    assert child.poll() == 0
+    grandchild = int(child.readLines()[0])
+    assert _running(grandchild)
+    child.killTree()  # reaps what the child left behind, through its process group
+    deadline = time.monotonic() + 10
+    while _running(grandchild) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(grandchild)
 
 
 @pytest.mark.parametrize("log,code,expected", [
