@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -73,11 +74,12 @@ class ModelStore:
         out = []
         for folder in sorted(self.root.iterdir()):
             meta = folder / "metadata.json"
-            if (folder / "model.pt").is_file() and meta.is_file():
-                try:
-                    out.append(ModelInfo(folder.name, folder, json.loads(meta.read_text())))
-                except ValueError:
-                    continue
+            if folder.name.startswith(".") or not (folder / "model.pt").is_file():
+                continue  # an import in progress (or cut short) or something else
+            try:
+                out.append(ModelInfo(folder.name, folder, json.loads(meta.read_text())))
+            except (OSError, ValueError):  # no metadata, or deleted while listing
+                continue
         return out
 
     def get(self, name: str) -> ModelInfo:
@@ -98,19 +100,26 @@ class ModelStore:
         path = Path(path)
         metadata = readModelMetadata(path)  # raises for another kind of model
         self.root.mkdir(parents=True, exist_ok=True)
-        name = self.uniqueName(name or path.parent.name if path.name == "model.pt" else name or path.stem)
-        folder = self.root / name
-        folder.mkdir(parents=True)
+        base = name or (path.parent.name if path.name == "model.pt" else path.stem)
+        # Assembled in a hidden folder and renamed into place: a crash leaves no half model in the list, and
+        # an import racing for the same name (the panel and a batch run) makes the rename fail, not overwrite.
+        staging = Path(tempfile.mkdtemp(prefix=".import-", dir=self.root))
         try:
-            shutil.copy2(path, folder / "model.pt")
-            metadata = {**metadata, **(extra or {}), "store": {
-                "name": name, "source": str(path.resolve()),
-                "added": datetime.datetime.now().isoformat(timespec="seconds")}}
-            (folder / "metadata.json").write_text(json.dumps(metadata, indent=2))
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-        return ModelInfo(name, folder, metadata)
+            shutil.copy2(path, staging / "model.pt")
+            while True:
+                name = self.uniqueName(base)
+                metadata = {**metadata, **(extra or {}), "store": {
+                    "name": name, "source": str(path.resolve()),
+                    "added": datetime.datetime.now().isoformat(timespec="seconds")}}
+                (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+                try:
+                    os.rename(staging, self.root / name)
+                    return ModelInfo(name, self.root / name, metadata)
+                except OSError:
+                    if not (self.root / name).exists():
+                        raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     def delete(self, name: str) -> None:
         info = self.get(name)

@@ -362,7 +362,7 @@ class DTCPanel(VTKObservationMixin):
                 info = self.logic.store.importModel(job.modelPath, name, extra={"run_folder": str(job.outDir)})
                 self.refreshModels(select=info.name)
                 self.ui.trainingStatusLabel.text = f"{job.message}\nAdded to the model store as '{info.name}'."
-            except ValueError as e:
+            except (ValueError, OSError) as e:
                 self._error("Could not add the model to the store", str(e))
         elif job.state == "failed":
             self._error("Training failed", job.message, job.logTail(40))
@@ -437,7 +437,7 @@ class DTCPanel(VTKObservationMixin):
             return
         try:
             info = self.logic.store.importModel(path)
-        except ValueError as e:  # another kind of model, a corrupt file, no backend
+        except (ValueError, OSError) as e:  # another kind of model, a corrupt file, no backend, a full disk
             self._error("Model refused", str(e))
             return
         self.refreshModels(select=info.name)

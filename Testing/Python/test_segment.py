@@ -177,3 +177,31 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     assert (config["iterations"], config["val_every"], config["device"]) == (3, 1, "cpu")
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
+
+
+def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinished_ones(tinyModel, tmp_path, monkeypatch):
+    store = ModelStore(tmp_path / "store")
+    first, second = store.importModel(tinyModel, "la"), store.importModel(tinyModel, "la")
+    assert (first.name, second.name) == ("la", "la-2") and second.metadata["store"]["name"] == "la-2"
+    assert second.path.read_bytes() == tinyModel.read_bytes()
+    # An import cut short (here: the disk fills while the metadata is written) leaves nothing behind.
+    import pathlib
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_text", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        store.importModel(tinyModel, "la")
+    monkeypatch.undo()
+    assert sorted(p.name for p in store.root.iterdir()) == ["la", "la-2"]
+    # A folder an import was killed in (just before its rename) is hidden: it is never listed.
+    killed = store.root / ".import-killed"
+    killed.mkdir()
+    (killed / "model.pt").write_bytes(tinyModel.read_bytes())
+    (killed / "metadata.json").write_text(json.dumps(first.metadata))
+    assert [m.name for m in store.list()] == ["la", "la-2"]
+    # Another process takes the free name between the choice and the rename: the next name is used.
+    names = iter(["la-2", "la-3"])
+    monkeypatch.setattr(ModelStore, "uniqueName", lambda self, base: next(names))
+    assert store.importModel(tinyModel, "la").name == "la-3"
