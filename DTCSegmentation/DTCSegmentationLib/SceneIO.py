@@ -106,8 +106,7 @@ def readVolume(path: str | os.PathLike, name: str | None = None, labelmap: bool 
         mrmlScene.RemoveNode(node)
         mrmlScene.RemoveNode(storage)
         raise OSError(f"{path}: not a readable volume")
-    if labelmap or node.IsA("vtkMRMLScalarVolumeNode"):
-        node.CreateDefaultDisplayNodes()
+    node.CreateDefaultDisplayNodes()
     return node
 
 
@@ -178,7 +177,6 @@ def exportLabel(labelNode, key: str | None, referenceVolume, path: str | os.Path
             binary.CopyOrientation(labelNode)
             source = slicer.util.arrayFromVolume(labelNode)
             slicer.util.updateVolumeFromArray(binary, (source == int(key)).astype(np.uint8))
-            binary.CopyOrientation(labelNode)
             seg = mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "dtc-temp")
             temporary.append(seg)
             logic.ImportLabelmapToSegmentationNode(binary, seg)
@@ -191,7 +189,6 @@ def exportLabel(labelNode, key: str | None, referenceVolume, path: str | os.Path
             out.CopyOrientation(referenceVolume)
             slicer.util.updateVolumeFromArray(
                 out, np.zeros(slicer.util.arrayFromVolume(referenceVolume).shape, np.uint8))
-            out.CopyOrientation(referenceVolume)
         else:
             ids = vtk.vtkStringArray()
             ids.InsertNextValue(segmentId)
@@ -291,7 +288,8 @@ def readSegmentation(path: str | os.PathLike, name: str | None = None, mrmlScene
 
 def cropToROI(volumeNode, roiNode, name: str = "dtc-crop"):
     """A new volume node holding the voxels of `volumeNode` inside the markups ROI (axis-aligned in the
-    volume's voxel grid, at least one voxel), with the matching IJK-to-RAS matrix."""
+    volume's voxel grid, at least one voxel), with the matching IJK-to-RAS matrix; ValueError for an ROI
+    that misses the volume."""
     mrmlScene = volumeNode.GetScene()
     bounds = [0.0] * 6
     roiNode.GetRASBounds(bounds)
@@ -304,6 +302,8 @@ def cropToROI(volumeNode, roiNode, name: str = "dtc-crop"):
                 corners.append(rasToIjk.MultiplyPoint((x, y, z, 1.0))[:3])
     corners = np.array(corners)
     dims = np.array(volumeNode.GetImageData().GetDimensions())
+    if (corners.max(0) < -0.5).any() or (corners.min(0) > dims - 0.5).any():
+        raise ValueError(f"the ROI {roiNode.GetName()} does not overlap {volumeNode.GetName()}")
     lo = np.clip(np.floor(corners.min(0)).astype(int), 0, dims - 1)
     hi = np.clip(np.ceil(corners.max(0)).astype(int), lo, dims - 1)
     array = slicer.util.arrayFromVolume(volumeNode)[lo[2]:hi[2] + 1, lo[1]:hi[1] + 1, lo[0]:hi[0] + 1]

@@ -107,6 +107,11 @@ def test_segment_inside_roi_only(scene, tinyModel, tmp_path):
     result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
     assert result.shape == image.shape
     assert result[16:, :, :].sum() == 0 and result[:, 16:, :].sum() == 0 and result[:, :, 16:].sum() == 0
+    roi.SetCenter(*m.MultiplyPoint((200.0, 8.0, 8.0, 1.0))[:3])  # far outside the volume
+    segmentations = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    with pytest.raises(ValueError, match="does not overlap"):
+        InferenceLogic(store=ModelStore(tmp_path)).start(volume, str(tinyModel), roi=roi, params=params)
+    assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == segmentations  # nothing left behind
 
 
 def test_a_model_of_another_kind_is_refused(scene, tmp_path):
