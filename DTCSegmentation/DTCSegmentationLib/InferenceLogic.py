@@ -109,7 +109,7 @@ class InferenceLogic:
             if code == EXIT_OK and job.resultPath.is_file():
                 job.segmentId = importResult(job.resultPath, job.segmentationNode, job.inputVolume)
                 job.state, job.message = "done", f"Segmented {job.inputVolume.GetName()}"
-            elif job.state != "cancelled":
+            else:
                 job.state, job.message = "failed", explainFailure(code, job.log)
         except Exception as e:  # import problems are reported like child failures
             job.state, job.message = "failed", f"Could not import the result: {e}"

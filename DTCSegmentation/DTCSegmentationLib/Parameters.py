@@ -15,6 +15,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def _deviceProblems(device: str) -> list[str]:
+    if device in DEVICES or str(device).startswith("cuda:"):
+        return []
+    return [f"device {device!r} is not one of {', '.join(DEVICES)} or cuda:N"]
+
+
 ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
 WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
 
@@ -52,8 +60,7 @@ class TrainingParameters:
         elif any(int(p) % 16 for p in self.patchSize):
             out.append(f"patch size {tuple(self.patchSize)}: each size must be a multiple of 16 (the V-Net "
                        "halves the patch four times)")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
+        out += _deviceProblems(self.device)
         return out
 
     def arguments(self) -> list[str]:
@@ -87,8 +94,7 @@ class SegmentParameters:
             out.append(f"mode {self.mode!r} is not fast or official")
         if self.windowSize not in WINDOW_SIZES:
             out.append(f"window size {self.windowSize!r} is not patch or volume")
-        if self.device not in DEVICES and not str(self.device).startswith("cuda:"):
-            out.append(f"device {self.device!r} is not one of {', '.join(DEVICES)} or cuda:N")
+        out += _deviceProblems(self.device)
         if self.memoryGb < 0:
             out.append("the memory budget cannot be negative")
         if self.orientations not in ORIENTATION_COUNTS:

@@ -70,8 +70,3 @@ class ProgressPlot:
             node.GetTable().SetNumberOfRows(0)
             node.Modified()
         self._rows = {"loss": 0, "dice": 0}
-
-    def removeNodes(self) -> None:
-        for node in [self.chart, *self.series, self.lossTable, self.diceTable]:
-            if node.GetScene() is not None:
-                self.scene.RemoveNode(node)
