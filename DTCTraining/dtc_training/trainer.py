@@ -133,8 +133,6 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state)
         start = state["iteration"]  # global iterations: a different number of ranks just continues
-    if world.rank:  # its own dropout masks; its weights come from rank 0 when DDP wraps the model
-        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, world.rank, start]).generate_state(1)[0]))
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     net = world.wrap(model, cfg.sync_batchnorm)  # `net` trains; `model` (the same weights) is saved
@@ -177,6 +175,9 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             iteration = batch["iteration"]
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at(iteration)
+            if world.rank:  # its own dropout masks, drawn per iteration so that a resumed run draws the same
+                # (rank 0's generator state is in the checkpoint; its weights reach the others through DDP)
+                torch.manual_seed(int(np.random.SeedSequence([cfg.seed, world.rank, iteration]).generate_state(1)[0]))
             image = batch["image"].to(device, non_blocking=True)
             if device.type == "cuda":
                 image = image.contiguous(memory_format=torch.channels_last_3d)

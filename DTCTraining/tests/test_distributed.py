@@ -106,6 +106,24 @@ def test_only_rank_0_reports_and_writes(two_ranks):
     assert json.loads((out / "train_config.json").read_text())["ranks"] == 2
 
 
+def test_two_ranks_resumed_halfway_end_where_the_uninterrupted_run_ends(two_ranks, phantoms, tmp_path):
+    out, _ = two_ranks
+
+    def torchrun(iterations, *extra):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+               "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+               "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o", str(tmp_path),
+               "--iterations", str(iterations), "--labeled-batch", "1", "--unlabeled-batch", "1", *map(str, TINY),
+               *extra]
+        proc = subprocess.run(cmd, env=dist_env(), capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    torchrun(ITERATIONS // 2)
+    torchrun(ITERATIONS, "--resume")
+    # Rank 1's dropout masks after the resume must be those of the uninterrupted run, or the weights part.
+    torch.testing.assert_close(weights(tmp_path / "model.pt"), weights(out / "model.pt"), rtol=1e-5, atol=1e-6)
+
+
 def test_two_ranks_learn_like_one_rank_with_the_same_global_batch(two_ranks, phantoms, tmp_path):
     """Same initial weights, same cases in every global batch, same lr and consistency schedules. Not
     bit-identical (docs/distributed.md): rank 1's items are augmented with other seeds, each rank drops
