@@ -52,6 +52,7 @@ class TrainConfig:
             (all(s >= 16 and s % 16 == 0 for s in self.patch_size),
              f"--patch {self.patch_size}: each size must be a positive multiple of 16 (the VNet halves it 4 times)"),
             (self.n_filters >= 1, "--n-filters must be >= 1"),
+            (0 <= self.seed < 2**32, "--seed must be in [0, 2^32)"),
             (self.lr > 0, "--lr must be positive"),
             (self.lr_step >= 1, "--lr-step must be >= 1 iteration"),
             (self.k > 0, "--k must be positive"),

@@ -31,6 +31,23 @@ def _volume_files(path: Path) -> list[Path]:
     return [path]
 
 
+def _one_per_case(files: list[Path], side: str) -> dict[str, Path]:
+    """Files by case name. Where `case-label` lies beside `case` (`dtc infer` writing into the scans' folder,
+    or images kept with their labels) the label is the one scored; any other clash is an error."""
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(_case_name(f), []).append(f)
+    chosen = {}
+    for name, group in groups.items():
+        labels = [f for f in group if f.name[: len(f.name) - len(image_suffix(f))].endswith("-label")]
+        if len(group) > 1 and len(labels) == 1:
+            group = labels
+        if len(group) > 1:
+            raise InputError(f"{side}: {', '.join(f.name for f in group)} are all case {name!r}; keep one file per case")
+        chosen[name] = group[0]
+    return chosen
+
+
 def pair_files(predictions: Sequence[str | Path], truths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Two folders: files paired by case name (a `-label` suffix from `dtc infer` ignored, its
     `-probability` maps skipped). Lists of files: paired in order."""
@@ -38,11 +55,11 @@ def pair_files(predictions: Sequence[str | Path], truths: Sequence[str | Path]) 
              if not _case_name(f).endswith("-probability")]  # `dtc infer --probability` writes these beside labels
     gts = [f for g in truths for f in _volume_files(Path(g))]
     if all(Path(p).is_dir() for p in (*predictions, *truths)):
-        by_name = {_case_name(p): p for p in preds}
-        missing = [g.name for g in gts if _case_name(g) not in by_name]
+        by_name, truth_by_name = _one_per_case(preds, "predictions"), _one_per_case(gts, "ground truth")
+        missing = [g.name for g in truth_by_name.values() if _case_name(g) not in by_name]
         if missing:
             raise InputError(f"no prediction for ground truth {', '.join(missing)}")
-        return [(by_name[_case_name(g)], g) for g in gts]
+        return [(by_name[name], g) for name, g in truth_by_name.items()]
     if len(preds) != len(gts) or not gts:
         raise InputError(f"{len(preds)} prediction(s) for {len(gts)} ground truth(s): give them in pairs")
     return list(zip(preds, gts))

@@ -84,7 +84,7 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
         if image.ndim != 3:
             raise VolumeError(f"{name}: array is {image.ndim}D, a 3D (x, y, z) volume is needed")
         check_finite(image, name)
-        image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, spacing or model.meta.get("spacing")))
+        image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, spacing if spacing is not None else model.meta.get("spacing")))
     else:
         check_image(image, name)
         check_finite(sitk.GetArrayViewFromImage(image), name)
@@ -145,7 +145,14 @@ def image_suffix(path: Path) -> str:
 
 
 def _stem(path: Path) -> str:
-    return path.name[: len(path.name) - len(image_suffix(path))] if path.is_file() else path.name
+    name = path.resolve().name  # a DICOM folder given as "." is named after itself
+    return name[: len(name) - len(image_suffix(path))] if path.is_file() else name
+
+
+def is_infer_output(path: Path) -> bool:
+    """Whether a file is named like a label or probability map this command writes (<input>-label.nrrd)."""
+    stem = path.name[: len(path.name) - len(image_suffix(path))]
+    return stem.endswith(("-label", "-probability"))
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -159,6 +166,11 @@ def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
             raise VolumeError(f"{path}: folder holds {len(series)} DICOM series; give a folder with one series")
         if path.is_dir() and not series:
             found = sorted(p for p in path.iterdir() if p.is_file() and image_suffix(p) in IMAGE_SUFFIXES)
+            earlier = [p for p in found if is_infer_output(p)]
+            if earlier:  # a second run over a folder it wrote into must not segment its own results
+                log.info("%s: skipping %d earlier results (*-label, *-probability), e.g. %s",
+                         path, len(earlier), earlier[0].name)
+                found = [p for p in found if not is_infer_output(p)]
             if not found:
                 raise VolumeError(f"{path}: folder holds neither a DICOM series nor volume files ({', '.join(IMAGE_SUFFIXES)})")
             volumes += found

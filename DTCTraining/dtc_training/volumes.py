@@ -87,7 +87,8 @@ def resample_to_spacing(image: sitk.Image, spacing: Sequence[float], label: bool
     so that neither border loses a plane to a grid shifted by half the change in spacing."""
     old_size, old_spacing = np.array(image.GetSize()), np.array(image.GetSpacing())
     new_spacing = np.asarray(spacing, dtype=float)
-    new_size = np.maximum(np.round(old_size * old_spacing / new_spacing), 1).astype(int)
+    # Rounded up (less a rounding margin): a grid smaller than the scan would leave border voxels outside it.
+    new_size = np.maximum(np.ceil(old_size * old_spacing / new_spacing - 1e-6), 1).astype(int)
     shift = ((old_size - 1) * old_spacing - (new_size - 1) * new_spacing) / 2  # along the image axes
     direction = np.array(image.GetDirection()).reshape(3, 3)
     origin = np.array(image.GetOrigin()) + direction @ shift

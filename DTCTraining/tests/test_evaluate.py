@@ -49,6 +49,25 @@ def test_files_from_folders_with_known_answers(tmp_path):
     assert float(rows[2]["dice"]) == pytest.approx(64 / 132)
 
 
+def test_a_scan_beside_its_label_is_never_scored_as_prediction_or_ground_truth(tmp_path):
+    # `dtc infer data/ -o data/` writes case-label beside case; a ground-truth folder may hold both too.
+    preds, gts = tmp_path / "pred", tmp_path / "gt"
+    preds.mkdir(), gts.mkdir()
+    pred, gt = cube_with_far_blob()
+    scan = np.ones_like(gt)  # scored as a mask, a scan would give a low Dice
+    write_mask(preds / "case.nrrd", scan)
+    write_mask(preds / "case-label.nrrd", pred)
+    write_mask(gts / "case.nrrd", scan)
+    write_mask(gts / "case-label.nrrd", gt)
+    run_dtc("evaluate", "--pred", preds, "--gt", gts, "--json", tmp_path / "r.json")
+    (case,) = json.loads((tmp_path / "r.json").read_text())["cases"]
+    assert case["case"] == "case" and case["dice"] == pytest.approx(128 / 132)
+    write_mask(preds / "case.nii.gz", pred)  # two files for one case, neither a -label beside a scan
+    (preds / "case-label.nrrd").unlink()
+    proc = run_dtc("evaluate", "--pred", preds, "--gt", gts, check=False)
+    assert proc.returncode == 2 and "case.nii.gz, case.nrrd are all case 'case'" in proc.stderr
+
+
 def test_largest_component_option_is_applied_and_reported(tmp_path):
     pred, gt = cube_with_far_blob()
     write_mask(tmp_path / "p.nrrd", pred), write_mask(tmp_path / "g.nrrd", gt)
@@ -109,7 +128,22 @@ def test_real_la_case(tmp_path, la_root):
     assert "mean" in proc.stdout
 
 
+def test_a_list_of_the_layout_wins_over_a_file_of_that_name_in_the_current_folder(tmp_path):
+    model = threshold_model_file(tmp_path / "model.pt", spacing=(0.625, 0.625, 0.625))
+    fake_la_root(tmp_path / "LA", ["caseA", "caseB"])
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "test.list").write_text("caseB\n")  # another dataset's list where the command runs
+    run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--json", tmp_path / "r.json",
+            cwd=tmp_path / "work")
+    assert [c["case"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]] == ["caseA", "caseB"]
+    run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--cases", "./test.list",
+            "--json", tmp_path / "r.json", cwd=tmp_path / "work")  # a path, not a bare name: that file
+    assert [c["case"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]] == ["caseB"]
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     assert run_dtc("evaluate", check=False).returncode == 2
+    proc = run_dtc("evaluate", "--model", tmp_path / "m.pt", "--la-root", tmp_path, "--max-cases", 0, check=False)
+    assert proc.returncode == 2 and "--max-cases 0: must be at least 1" in proc.stderr
     proc = run_dtc("evaluate", "--model", tmp_path / "m.pt", "--la-root", tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

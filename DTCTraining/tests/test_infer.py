@@ -114,7 +114,7 @@ def test_numpy_arrays_in_numpy_arrays_out(model):
     from_image = sitk.GetArrayFromImage(segment(image, model).label).transpose(2, 1, 0)
     np.testing.assert_array_equal(result.label, from_image)
     assert result.label.any() and result.probability.dtype == np.float32
-    half = segment(array[::2], model, spacing=(2.0, 1.0, 1.0))  # resampled to the model's grid and back
+    half = segment(array[::2], model, spacing=np.array([2.0, 1.0, 1.0]))  # numpy spacing; resampled to the model grid and back
     assert half.info["resampled"] and half.label.shape == array[::2].shape
 
 
@@ -194,6 +194,12 @@ def test_cli_folder_of_inputs_with_probability_and_report(tmp_path):
     assert [r["largest_component"] for r in reports] == [True, True]
     probability = sitk.ReadImage(str(out / "b-probability.nrrd"))
     assert probability.GetPixelID() == sitk.sitkFloat32 and probability.GetSize() == (30, 41, 19)
+    # Written into the scans' folder and run again: the earlier results are not taken for scans.
+    for _ in range(2):
+        proc = run_dtc("infer", "--model", model_path, folder, "-o", folder, "--probability")
+    assert sorted(p.name for p in folder.iterdir() if p.suffix != ".txt") == sorted(
+        ["a.nrrd", "a-label.nrrd", "a-probability.nrrd", "b.nii.gz", "b-label.nrrd", "b-probability.nrrd"])
+    assert "skipping 4 earlier results" in proc.stderr
 
 
 def test_cli_dicom_folder(tmp_path):
@@ -216,6 +222,8 @@ def test_cli_dicom_folder(tmp_path):
         writer.Execute(slice_)
     out = tmp_path / "dicom-label.nrrd"
     run_dtc("infer", "--model", model_path, series, "-o", out)
+    run_dtc("infer", "--model", model_path, ".", "-o", tmp_path / "labels", cwd=series)  # named after the folder
+    assert (tmp_path / "labels" / "dicom-label.nrrd").is_file()
     label = sitk.ReadImage(str(out))
     assert label.GetSize() == image.GetSize()
     np.testing.assert_allclose(label.GetSpacing(), image.GetSpacing(), atol=1e-4)

@@ -2,7 +2,7 @@
 import numpy as np
 import SimpleITK as sitk
 
-from dtc_training.volumes import resample_to_spacing
+from dtc_training.volumes import resample_like, resample_to_spacing
 
 
 def _centre(image: sitk.Image) -> np.ndarray:
@@ -27,3 +27,11 @@ def test_resampling_keeps_the_physical_centre_and_both_border_planes():
         for axis in range(3):
             first, last = np.take(out, 0, axis=axis), np.take(out, -1, axis=axis)
             assert first.all() and last.all(), (spacing, axis)
+
+
+def test_a_much_coarser_model_grid_still_covers_every_voxel_of_the_scan():
+    image = sitk.GetImageFromArray(np.ones((14, 14, 14), np.float32))
+    image.SetSpacing((0.1, 0.1, 0.1))
+    coarse = resample_to_spacing(image, (1.0, 1.0, 1.0))
+    back = sitk.GetArrayFromImage(resample_like(coarse, image))
+    assert (back > 0).all()  # no border voxel fell outside the coarse grid

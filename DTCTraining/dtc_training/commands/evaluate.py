@@ -50,6 +50,8 @@ def run(args) -> int:
     else:
         if not (args.model and args.la_root):
             raise InputError("--model and --la-root go together")
+        if args.max_cases is not None and args.max_cases < 1:
+            raise InputError(f"--max-cases {args.max_cases}: must be at least 1")
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
         model = Model.load(args.model, args.device)
         settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device))
@@ -67,9 +69,12 @@ def run(args) -> int:
 
 
 def _case_ids(root: Path, cases: str) -> list[str]:
-    from ..la import read_case_list
+    """A bare name is first looked up as a list of the layout (beside the cases folder); a path, or a bare
+    name the layout lacks, is a file of case ids."""
+    from ..la import layout_root, read_case_list
 
     path = Path(cases)
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return read_case_list(root, cases)
+    bare = path.name == cases
+    if (bare and (layout_root(root) / cases).is_file()) or not path.is_file():
+        return read_case_list(root, cases)
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
