@@ -7,6 +7,7 @@ the widgets when the module is entered or the scene changes.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 import ctk  # noqa: F401  (Slicer's designer widgets)
@@ -16,7 +17,7 @@ from slicer.util import VTKObservationMixin
 
 from . import Dependencies
 from .InferenceLogic import addToTrainingSet
-from .Parameters import LabeledPair, ModuleState, SegmentParameters, TrainingParameters
+from .Parameters import LabeledPair, ModuleState, SegmentParameters
 from .ProgressPlot import ProgressPlot
 from .SceneIO import labelChoices
 from .Validation import checkTrainingInputs
@@ -151,8 +152,10 @@ class DTCPanel(VTKObservationMixin):
     def collectState(self) -> ModuleState:
         ui = self.ui
         read = lambda fields: {field: WIDGET_KINDS[kind][1](getattr(ui, name)) for field, (name, kind) in fields.items()}
-        training = TrainingParameters(**read(TRAINING_FIELDS),
-                                      patchSize=tuple(getattr(ui, n).value for n in PATCH_WIDGETS))
+        # Parameters without a widget (seed, workers, checkpoint and validation intervals, spacing) keep the
+        # values saved in the scene, which a script may have set.
+        training = dataclasses.replace(self.logic.state().training, **read(TRAINING_FIELDS),
+                                       patchSize=tuple(getattr(ui, n).value for n in PATCH_WIDGETS))
         seg = read(SEGMENT_FIELDS)
         pairs = []
         for volumeCombo, labelCombo, segmentCombo in self.rows:
