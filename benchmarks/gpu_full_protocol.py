@@ -32,7 +32,12 @@ PART_BYTES = 15 * 2**20
 def progress(run_dir: Path) -> tuple[int, float | None]:
     """(iterations done, seconds per iteration over the run so far past its first 50 iterations)."""
     log = run_dir / "progress.jsonl"
-    events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    events = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError:  # the line the training is writing right now
+            continue
     steps = [e for e in events if e["event"] == "progress"]
     if not steps:
         return 0, None
