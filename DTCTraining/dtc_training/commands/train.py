@@ -97,10 +97,16 @@ def run(args) -> int:
     from ..trainer import train
 
     cfg = _config(args)
-    cfg.check()
+    problems = []
+    for check in (cfg.check, lambda: resolve_device(cfg.device)):
+        try:
+            check()
+        except InputError as e:
+            problems += e.problems
     if args.holdout < 0 or not 0 <= args.val_fraction < 1:
-        raise InputError("--holdout must be >= 0 and --val-fraction in [0, 1)")
-    resolve_device(cfg.device)
+        problems.append("--holdout must be >= 0 and --val-fraction in [0, 1)")
+    if problems:
+        raise InputError(problems)  # all at once, before any data is read
     out = check_writable_dir(args.output)
     data = _load_data(args, cfg)
     small = [c["name"] for c in data.labeled + data.unlabeled
