@@ -23,7 +23,7 @@ from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
-from .volumes import VolumeError, check_finite, check_image, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
+from .volumes import VolumeError, check_volume, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     if is_array:
         if image.ndim != 3:
             raise VolumeError(f"{name}: array is {image.ndim}D, a 3D (x, y, z) volume is needed")
-        check_finite(image, name)
         image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, spacing if spacing is not None else model.meta.get("spacing")))
-    else:
-        check_image(image, name)
-        check_finite(sitk.GetArrayViewFromImage(image), name)
-
-    if min(image.GetSize()) < 2:
-        raise VolumeError(f"{name}: volume of size {image.GetSize()} is a single slice; a 3D volume is needed")
+    check_volume(image, name)
     grid, target = image, model.meta.get("spacing")
     resampled = target is not None and not np.allclose(image.GetSpacing(), target, rtol=1e-4)
     if resampled:
@@ -210,6 +204,18 @@ def check_output(path: Path) -> None:
         raise InputError(f"{path.parent}: output folder is not writable")
 
 
+def _check_all(volumes: Sequence[Path]) -> None:
+    """Read and check every input (each is read again when its turn comes); all problems at once."""
+    problems = []
+    for source in volumes:
+        try:
+            check_volume(read_image(source), source)
+        except VolumeError as e:
+            problems += e.problems
+    if problems:
+        raise InputError(problems)
+
+
 def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path, *, probability: bool = False,
                   **options) -> list[dict]:
     """Segment every input (see collect_inputs) and write label maps (and probability maps) with each
@@ -218,6 +224,8 @@ def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path
     labels = output_paths(volumes, output)
     for path in labels:
         check_output(path)
+    if len(volumes) > 1:  # a bad input late in a folder must not stop the run after half the labels are written
+        _check_all(volumes)
     reports = []
     for source, label_path in zip(volumes, labels):
         result = segment(read_image(source), model, probability=probability, name=str(source), **options)

@@ -56,6 +56,14 @@ def check_image(image: sitk.Image, name: str | Path) -> None:
         )
 
 
+def check_volume(image: sitk.Image, name: str | Path) -> None:
+    """A 3D scalar volume of finite voxels, at least two voxels along every axis."""
+    check_image(image, name)
+    check_finite(sitk.GetArrayViewFromImage(image), name)
+    if min(image.GetSize()) < 2:
+        raise VolumeError(f"{name}: volume of size {image.GetSize()} is a single slice; a 3D volume is needed")
+
+
 def to_array(image: sitk.Image, name: str | Path = "image", dtype=np.float32) -> np.ndarray:
     """Voxel array in (x, y, z) order; NaN or Inf voxels are an error."""
     array = sitk.GetArrayFromImage(image).transpose(2, 1, 0).astype(dtype, copy=False)

@@ -76,6 +76,20 @@ def test_model_file_that_is_not_a_model(tmp_path, content):
     expect_error(tmp_path, bad_model, source, "model.pt")
 
 
+def test_a_bad_input_in_a_folder_stops_the_run_before_any_label_is_written(tmp_path, model_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    write(folder, "a.nrrd", ball_image()[0])  # good, and first in the folder
+    bad = np.zeros((8, 30, 30), np.float32)
+    bad[4, 10, 10] = np.nan
+    write(folder, "b.nrrd", sitk.GetImageFromArray(bad))
+    write(folder, "c.nrrd", sitk.GetImageFromArray(np.zeros((1, 30, 30), np.float32)))
+    proc = run_dtc("infer", "--model", model_path, folder, "-o", tmp_path / "out", check=False)
+    assert proc.returncode == 2 and "2 problems" in proc.stderr, proc.stderr
+    assert "b.nrrd: 1 voxels are NaN or Inf" in proc.stderr and "c.nrrd: volume of size" in proc.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
 def test_output_that_cannot_be_written_fails_before_any_work(tmp_path, model_path):
     source = write(tmp_path, "scan.nrrd", ball_image()[0])
     blocker = tmp_path / "a-file"
