@@ -111,25 +111,25 @@ def load_case(entry: dict, spacing: Sequence[float] | None, foreground: float | 
     return case
 
 
-def _check_overlap(entries: dict[str, list[dict]]) -> None:
+def _overlaps(entries: dict[str, list[dict]]) -> list[str]:
     groups: dict[str, list[str]] = {}
     for group, items in entries.items():
         for entry in items:
             groups.setdefault(entry["image"], []).append(group)
-    overlaps = [f"{image}: listed both as {' and as '.join(g)}" for image, g in groups.items() if len(g) > 1]
-    if overlaps:
-        raise InputError(overlaps)
+    return [f"{image}: listed both as {' and as '.join(g)}" for image, g in groups.items() if len(g) > 1]
 
 
 def load_files(entries: dict[str, list[dict]], spacing, foreground, source: str) -> TrainingData:
-    _check_overlap(entries)
-    missing = [p for group in entries.values() for e in group for p in e.values() if not Path(p).exists()]
-    if missing:
-        raise InputError([f"{p}: file not found" for p in missing])
-    problems, loaded = [], {}
+    """Every case read and checked; all problems (overlaps, missing files, bad volumes) raised together."""
+    problems = _overlaps(entries)
+    loaded = {}
     for group, items in entries.items():
         loaded[group] = []
         for entry in items:
+            missing = [p for p in entry.values() if not Path(p).exists()]
+            if missing:
+                problems += [f"{p}: file not found" for p in missing]
+                continue
             try:
                 loaded[group].append(load_case(entry, spacing, foreground))
             except InputError as e:

@@ -48,6 +48,14 @@ def test_all_missing_files_are_listed_at_once(tmp_path):
     assert_refused(proc, "nope1.nrrd: file not found", "nope2.nrrd: file not found", "nope3.nii.gz: file not found")
 
 
+def test_missing_files_and_bad_volumes_are_reported_together(tmp_path):
+    image = np.zeros((20, 36, 36), np.float32)
+    image[1, 1, 1] = np.nan
+    nan = case(tmp_path, "nan", image=image)
+    proc = train(tmp_path, [case(tmp_path, "a"), nan], ["nowhere.nrrd"])
+    assert_refused(proc, "2 problems", "nowhere.nrrd: file not found", "nan.nrrd: 1 voxels are NaN or Inf")
+
+
 def test_unreadable_file(tmp_path):
     (tmp_path / "junk.nrrd").write_text("not an image")
     proc = train(tmp_path, [case(tmp_path, "a")], ["junk.nrrd"])
