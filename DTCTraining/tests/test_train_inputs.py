@@ -8,6 +8,7 @@ import SimpleITK as sitk
 
 from conftest import TINY, events, run_dtc
 from dtc_training.cli import EXIT_BAD_INPUT
+from dtc_training.data import load_files, read_datalist
 
 
 def write(path, array, spacing=(1.0, 1.0, 1.0), origin=(0, 0, 0), vector=False):
@@ -121,6 +122,9 @@ def test_several_label_values_need_a_chosen_foreground(tmp_path):
     assert_refused(proc, "a_label.nrrd: label has several foreground values [1, 2]")
     proc = train(tmp_path, [case(tmp_path, "a", label=label)], extra=["--foreground-value", 2])
     assert proc.returncode == 0, proc.stderr
+    # what training sees: the chosen value as foreground, in (x, y, z) order
+    (loaded,) = load_files(read_datalist(tmp_path / "datalist.json"), None, 2.0, "test").labeled
+    np.testing.assert_array_equal(loaded["label"], (label == 2).transpose(2, 1, 0))
 
 
 def test_empty_label_and_small_volumes_are_allowed_with_warnings(tmp_path):
@@ -137,6 +141,9 @@ def test_label_values_0_255_are_binarised(tmp_path):
     label[5:15, 10:25, 10:25] = 255
     proc = train(tmp_path, [case(tmp_path, "a", label=label)])
     assert proc.returncode == 0, proc.stderr
+    (loaded,) = load_files(read_datalist(tmp_path / "datalist.json"), None, None, "test").labeled
+    assert loaded["label"].dtype == np.uint8
+    np.testing.assert_array_equal(loaded["label"], (label == 255).transpose(2, 1, 0))
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root can write anywhere; covered by the file-in-the-way case")

@@ -148,7 +148,9 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
         volume = SceneIO.readVolume(path)
         segmentId = seg.GetSegmentation().GetSegmentIdBySegmentName("Left atrium")
         assert segmentId
-        assert SceneIO.segmentArray(seg, segmentId, volume).shape == slicer.util.arrayFromVolume(volume).shape
+        result = SceneIO.segmentArray(seg, segmentId, volume)
+        # the batch default keeps the largest component; --tta 2 must reach the backend
+        assert np.array_equal(result, expected(volume, tinyModel, tmp_path, largest=True, orientations=2))
 
     failed = _batch("segment", "--model", tinyModel, "-o", tmp_path / "out", tmp_path / "missing.nrrd")
     assert failed.returncode == 2 and "missing.nrrd" in failed.stderr
