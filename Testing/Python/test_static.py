@@ -136,7 +136,12 @@ def test_panel_renders_offscreen(tmp_path):
     run = subprocess.run([sys.executable, str(REPO / "Testing" / "Python" / "render_panel.py"), "-o", str(tmp_path / "p.png")],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
+    import numpy as np
     from PIL import Image
 
-    width, height = Image.open(tmp_path / "p.png").size
+    picture = np.asarray(Image.open(tmp_path / "p.png").convert("L"))
+    height, width = picture.shape
     assert width >= 400 and height >= 1000
+    # drawn, not blank: text and frames make many grey levels, in every quarter of the panel's height
+    for quarter in np.array_split(picture, 4):
+        assert len(np.unique(quarter)) > 20 and quarter.std() > 5
