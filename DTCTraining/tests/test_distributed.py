@@ -18,8 +18,11 @@ import torch
 
 from conftest import TINY, events, run_dtc
 from dtc_training import distributed
+from dtc_training.data import load_files, read_datalist
 from dtc_training.errors import InputError
 from dtc_training.model import DualTaskVNet
+from dtc_training.model_io import load_model
+from dtc_training.validation import validation_dice
 
 ITERATIONS = 8
 SEED = 1337  # TrainConfig's default
@@ -94,14 +97,18 @@ def test_replicas_hold_identical_weights_after_every_step(two_ranks):
     assert len({c["weights"][0] for c in checks}) == ITERATIONS  # and the weights did change every step
 
 
-def test_only_rank_0_reports_and_writes(two_ranks):
+def test_only_rank_0_reports_and_writes(two_ranks, phantoms):
     out, proc = two_ranks
     (start,) = events(proc.stdout, "start")  # one start line on stdout, not one per rank
     assert start["ranks"] == 2 and start["backend"] == "gloo"
     assert len(log_events(out, "start")) == 1
     assert [e["iteration"] for e in events(proc.stdout, "progress")] == list(range(1, ITERATIONS + 1))
     (done,) = events(proc.stdout, "done")
-    assert 0.0 <= done["val_dice"] <= 1.0  # the 2 validation cases were shared by the 2 ranks
+    # the 2 validation cases were shared by the 2 ranks: their mean is the one-process Dice of the saved model
+    validation = load_files(read_datalist(phantoms), None, None, "test").validation
+    net, meta = load_model(out / "model.pt")
+    expected = validation_dice(net, validation, meta["patch_size"], torch.device("cpu"), meta["n_filters"])
+    assert len(validation) == 2 and done["val_dice"] == pytest.approx(expected, abs=1e-4)
     assert (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
     assert json.loads((out / "train_config.json").read_text())["ranks"] == 2
 
