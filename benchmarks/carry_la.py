@@ -99,16 +99,21 @@ def unpack(parts: Path, dest: Path) -> None:
 
 
 def check(root: Path) -> None:
+    """Every case of train.list present and equal to the original; exit 1 otherwise (a missing part must stop
+    a device call before it trains on part of the data)."""
+    expected = set((root / "train.list").read_text().split()) if (root / "train.list").exists() else set()
+    digests = dict(line.split(maxsplit=1) for line in (root / DIGESTS).read_text().splitlines()) \
+        if (root / DIGESTS).exists() else {}  # a part unpacked twice appends its lines again: the last counts
     bad = 0
-    for line in (root / DIGESTS).read_text().splitlines():
-        case, image_digest, label_digest = line.split()
+    for case, line in digests.items():
         with h5py.File(root / CASES / case / "mri_norm2.h5", "r") as f:
-            if (digest(f["image"][:]), digest(f["label"][:])) != (image_digest, label_digest):
+            if (digest(f["image"][:]), digest(f["label"][:])) != tuple(line.split()):
                 print(f"{case}: arrays differ from the original")
                 bad += 1
-    cases = len(list((root / CASES).glob("*/mri_norm2.h5")))
-    print(f"{cases} cases present, {bad} bad")
-    sys.exit(1 if bad else 0)
+    missing = sorted(expected - set(digests)) if expected else ["train.list"]
+    print(f"{len(digests)} cases present, {bad} bad, {len(missing)} missing"
+          + (f" (e.g. {missing[0]})" if missing else ""))
+    sys.exit(1 if bad or missing else 0)
 
 
 def main() -> None:

@@ -98,8 +98,12 @@ def run_worker(args, mode: str, out: Path, clinical: bool = False) -> dict:
                "--worker", mode, "--out", str(out)] + (["--case", args.case] if args.case else []) + \
               (["--clinical"] if clinical else []) + (["--threads", str(args.threads)] if args.threads else []) + \
               ["--device", args.device]
-    record = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-    print(json.dumps(record), file=sys.stderr)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:  # the records printed so far stay in the output; this one says why it failed
+        sys.exit(f"variant {mode}{' (clinical)' if clinical else ''} failed (exit {proc.returncode}):\n"
+                 f"{proc.stderr[-3000:]}")
+    record = json.loads(proc.stdout.splitlines()[-1])
+    print(json.dumps({"variant": mode, "clinical": clinical, **record}), file=sys.stderr, flush=True)
     return record
 
 

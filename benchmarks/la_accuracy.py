@@ -83,8 +83,13 @@ METHODS = {
 
 def git_commit() -> str:
     # A copy without .git (a lent GPU machine gets the working tree only) names its commit in BENCHMARK_COMMIT.
-    return os.environ.get("BENCHMARK_COMMIT") or subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout.strip() or "unknown"
+    if os.environ.get("BENCHMARK_COMMIT"):
+        return os.environ["BENCHMARK_COMMIT"]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                              cwd=HERE).stdout.strip() or "unknown"
+    except OSError:  # no git on the machine
+        return "unknown"
 
 
 def write_model_result(kind: str, model: Path, cases: Path, **fields) -> Path:
@@ -112,15 +117,22 @@ def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, dev
     record = {"protocol": protocol, "method": method, "seed": seed, "train_command": " ".join(train[1:])}
     started = time.time()
     if (run_dir / "model.pt").exists():  # trained before: re-evaluated, its training time read from its log
-        events = [json.loads(line) for line in (run_dir / "progress.jsonl").read_text().splitlines()]
-        record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]), trained_by_an_earlier_run=True)
+        log = run_dir / "progress.jsonl"  # absent where only a model came back from a lease
+        events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+        record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]) if events else None,
+                      trained_by_an_earlier_run=True)
     else:
         for stale in run_dir.glob("evaluation-*.json"):  # scores of an earlier model in this folder
             stale.unlink()
-        proc = subprocess.run(train, capture_output=True, text=True)
-        (run_dir / "train.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            return {**record, "status": f"training failed (exit {proc.returncode})", "log": proc.stderr[-2000:]}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # Straight into the file, not through a pipe: the log survives a stop, and a trainer stopped with
+        # this process (the GPU driver signals the group) still saves its checkpoint instead of dying on
+        # a broken pipe.
+        with open(run_dir / "train.log", "w") as log:
+            code = subprocess.run(train, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code != 0:
+            tail = (run_dir / "train.log").read_text()[-2000:]
+            return {**record, "status": f"training failed (exit {code})", "log": tail}
         record["train_seconds"] = round(time.time() - started)
     evaluations = {"without_lcc": EVALUATION_MODE[protocol],
                    "with_lcc": [*EVALUATION_MODE[protocol], "--largest-component"],
@@ -145,9 +157,10 @@ def markdown_row(r: dict, hardware: str, commit: str) -> str:
         return f"| {r['method']} | seed {r['seed']} | {r['status']} | | | | | | {hardware} | {commit} |"
     m, n = r["without_lcc"]["mean"], r["with_lcc"]["mean"]
     unlabeled = 0 if r["method"].startswith("supervised") else 48
+    minutes = f"{r['train_seconds'] / 60:.0f} min" if r.get("train_seconds") is not None else "(not recorded)"
     return (f"| {r['method']} | 16 / {unlabeled} | {r['seed']} | {100 * m['dice']:.2f} ({100 * n['dice']:.2f}) | "
             f"{100 * m['jaccard']:.2f} ({100 * n['jaccard']:.2f}) | {m['hd95_voxels']:.2f} ({n['hd95_voxels']:.2f}) | "
-            f"{m['asd_voxels']:.2f} ({n['asd_voxels']:.2f}) | {r['train_seconds'] / 60:.0f} min | {hardware} | {commit} |")
+            f"{m['asd_voxels']:.2f} ({n['asd_voxels']:.2f}) | {minutes} | {hardware} | {commit} |")
 
 
 def main() -> None:

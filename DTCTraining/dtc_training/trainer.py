@@ -65,9 +65,12 @@ def select_device(requested: str) -> torch.device:
     return device
 
 
-def _ignore_sigint(_worker_id: int) -> None:
-    # Ctrl+C reaches the whole process group; the main process alone decides how to stop.
+def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
+    # Ctrl+C, and SIGTERM sent to the whole process group (a scheduler, `kill -- -PGID`), reach the DataLoader
+    # workers too; a worker that died of it would end the run without its checkpoint. The main process
+    # alone stops; the workers end with the loader, or with their parent (DataLoader watches it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -144,7 +147,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                                cfg.low_contrast_augmentation)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=_ignore_sigint if workers else None,
+                        pin_memory=device.type == "cuda", worker_init_fn=_leave_stopping_to_the_main_process if workers else None,
                         # its own generator, so the loader never draws from the RNG that dropout uses
                         generator=torch.Generator().manual_seed(cfg.seed))
     progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode, enabled=world.is_main)

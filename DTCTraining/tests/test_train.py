@@ -1,5 +1,6 @@
 """The real `dtc train` CLI on phantoms: learning, resume, graceful stop."""
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -97,16 +98,19 @@ def test_bf16_asked_for_on_the_cpu_runs_in_bf16(phantoms, tmp_path):
     assert abs(losses["bf16"] - losses["off"]) < 0.05 * abs(losses["off"])
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "STOP file"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGTERM to the group, with workers", "STOP file"])
 def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
+    workers = ["--workers", "2"] if "workers" in how else []  # after TINY's --workers 0: this one counts
     child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
-                              str(tmp_path), "--iterations", "1000", *map(str, TINY)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              str(tmp_path), "--iterations", "1000", *map(str, TINY), *workers],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     for line in child.stdout:  # wait for training to be under way
         if '"event": "progress"' in line:
             break
     if how == "SIGTERM":
         child.send_signal(signal.SIGTERM)
+    elif "group" in how:  # as a scheduler or `kill -- -PGID` does: the DataLoader workers get it too
+        os.killpg(child.pid, signal.SIGTERM)
     else:
         (tmp_path / "STOP").touch()
     out, err = child.communicate(timeout=60)
