@@ -22,6 +22,7 @@ from .ProgressPlot import ProgressPlot
 from .SceneIO import labelChoices
 from .Validation import checkTrainingInputs
 
+
 def _setValue(widget, value):
     widget.value = value
 
@@ -143,10 +144,10 @@ class DTCPanel(VTKObservationMixin):
 
     def onSceneEndClose(self, caller, event):
         self.clearRows()
+        self.loadFromParameterNode()
 
     def onSceneEndImport(self, caller, event):
         self.loadFromParameterNode()  # a loaded scene brings its own parameters
-        self.loadFromParameterNode()
 
     # ----------------------------------------------------------------------------- state <-> GUI
     def collectState(self) -> ModuleState:
