@@ -152,7 +152,8 @@ class DTCPanel(VTKObservationMixin):
     # ----------------------------------------------------------------------------- state <-> GUI
     def collectState(self) -> ModuleState:
         ui = self.ui
-        read = lambda fields: {field: WIDGET_KINDS[kind][1](getattr(ui, name)) for field, (name, kind) in fields.items()}
+        read = lambda fields: {field: WIDGET_KINDS[kind][1](getattr(ui, name))
+                               for field, (name, kind) in fields.items()}
         # Parameters without a widget (seed, workers, checkpoint and validation intervals, spacing) keep the
         # values saved in the scene, which a script may have set.
         training = dataclasses.replace(self.logic.state().training, **read(TRAINING_FIELDS),

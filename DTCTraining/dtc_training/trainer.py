@@ -147,7 +147,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                                cfg.low_contrast_augmentation)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
-                        pin_memory=device.type == "cuda", worker_init_fn=_leave_stopping_to_the_main_process if workers else None,
+                        pin_memory=device.type == "cuda",
+                        worker_init_fn=_leave_stopping_to_the_main_process if workers else None,
                         # its own generator, so the loader never draws from the RNG that dropout uses
                         generator=torch.Generator().manual_seed(cfg.seed))
     progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode, enabled=world.is_main)
