@@ -13,14 +13,13 @@ import numpy as np
 from . import la
 from .errors import InputError
 from .files import atomic_json_save, atomic_write
-from .infer import IMAGE_SUFFIXES, Model, image_suffix, keep_largest_component, segment
+from .infer import IMAGE_SUFFIXES, Model, file_stem, image_suffix, keep_largest_component, segment
 from .metrics import METRICS, case_metrics, mean_metrics
 from .volumes import read_image, to_array
 
 
 def _case_name(path: Path) -> str:
-    stem = path.name[: len(path.name) - len(image_suffix(path))]
-    return stem[: -len("-label")] if stem.endswith("-label") else stem  # `dtc infer` names outputs <case>-label
+    return file_stem(path).removesuffix("-label")  # `dtc infer` names outputs <case>-label
 
 
 def _volume_files(path: Path) -> list[Path]:
@@ -39,7 +38,7 @@ def _one_per_case(files: list[Path], side: str) -> dict[str, Path]:
         groups.setdefault(_case_name(f), []).append(f)
     chosen = {}
     for name, group in groups.items():
-        labels = [f for f in group if f.name[: len(f.name) - len(image_suffix(f))].endswith("-label")]
+        labels = [f for f in group if file_stem(f).endswith("-label")]
         if len(group) > 1 and len(labels) == 1:
             group = labels
         if len(group) > 1:

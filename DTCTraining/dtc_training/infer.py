@@ -83,7 +83,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     if is_array:
         if image.ndim != 3:
             raise VolumeError(f"{name}: array is {image.ndim}D, a 3D (x, y, z) volume is needed")
-        image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, spacing if spacing is not None else model.meta.get("spacing")))
+        grid_spacing = spacing if spacing is not None else model.meta.get("spacing")
+        image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, grid_spacing))
     check_volume(image, name)
     grid, target = image, model.meta.get("spacing")
     resampled = target is not None and not np.allclose(image.GetSpacing(), target, rtol=1e-4)
@@ -138,15 +139,18 @@ def image_suffix(path: Path) -> str:
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), path.suffix.lower())
 
 
+def file_stem(path: Path) -> str:
+    """The file name without its image suffix (case.nii.gz -> case)."""
+    return path.name[: len(path.name) - len(image_suffix(path))]
+
+
 def _stem(path: Path) -> str:
-    name = path.resolve().name  # a DICOM folder given as "." is named after itself
-    return name[: len(name) - len(image_suffix(path))] if path.is_file() else name
+    return file_stem(path) if path.is_file() else path.resolve().name  # a DICOM folder "." is named after itself
 
 
 def is_infer_output(path: Path) -> bool:
     """Whether a file is named like a label or probability map this command writes (<input>-label.nrrd)."""
-    stem = path.name[: len(path.name) - len(image_suffix(path))]
-    return stem.endswith(("-label", "-probability"))
+    return file_stem(path).endswith(("-label", "-probability"))
 
 
 def collect_inputs(paths: Sequence[str | Path]) -> list[Path]:
@@ -187,10 +191,8 @@ def output_paths(inputs: Sequence[Path], output: str | Path) -> list[Path]:
 
 
 def probability_path(label_path: Path) -> Path:
-    suffix = image_suffix(label_path)
-    stem = label_path.name[: len(label_path.name) - len(suffix)]
-    stem = stem[: -len("-label")] if stem.endswith("-label") else stem
-    return label_path.with_name(f"{stem}-probability{suffix}")
+    stem = file_stem(label_path).removesuffix("-label")
+    return label_path.with_name(f"{stem}-probability{image_suffix(label_path)}")
 
 
 def check_output(path: Path) -> None:
