@@ -71,10 +71,11 @@ def _read(path: Path) -> dict:
             f"{path}: not a DTC model file (for an official DTC .pth use `dtc import-official`)"
         )
     try:
-        meta = json.loads(obj["metadata"])
-        assert isinstance(meta, dict) and isinstance(obj["state_dict"], dict)
-    except (KeyError, TypeError, ValueError, AssertionError):
-        raise ModelFileError(f"{path}: damaged DTC model file: its metadata or weights are missing") from None
+        meta = json.loads(obj.get("metadata"))
+    except (TypeError, ValueError):
+        meta = None
+    if not isinstance(meta, dict) or not isinstance(obj.get("state_dict"), dict):
+        raise ModelFileError(f"{path}: damaged DTC model file: its metadata or weights are missing")
     return {"metadata": meta, "state_dict": obj["state_dict"]}
 
 
