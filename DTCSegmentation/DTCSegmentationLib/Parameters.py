@@ -15,16 +15,14 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 DEVICES = ("auto", "cpu", "cuda")
+ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
+WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
 
 
 def _deviceProblems(device: str) -> list[str]:
     if device in DEVICES or str(device).startswith("cuda:"):
         return []
     return [f"device {device!r} is not one of {', '.join(DEVICES)} or cuda:N"]
-
-
-ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
-WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
 
 
 @dataclass

@@ -92,7 +92,7 @@ def _segment(args) -> int:
     try:
         if clashes:
             raise ValueError(f"several inputs would be written to {', '.join(clashes)}; segment them separately")
-        readModelMetadata(logic.store.resolve(args.model))  # once, not once per input
+        readModelMetadata(logic.store.resolve(args.model))  # refused once, before any input
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
