@@ -18,7 +18,8 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 `dtc+ema`, `dtc+intensity` and `dtc+ema+intensity` add the recipe switches --ema 0.99 and/or
 --intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
 `dtc+intensity`, `dtc+intensity+spatial` adds --spatial-augmentation to it, and
-`dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe);
+`dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe),
+and `...+ce` adds the labeled items' cross-entropy to its loss (--ce-weight 1);
 `supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations. Every
 method states all augmentation switches, so it stays the same when a default changes. Run them with --methods.
 
@@ -78,6 +79,10 @@ METHODS = {
     "dtc+intensity+volume-levelset": [*SEMI, *recipe("intensity"), "--levelset-target", "volume"],
     "dtc+intensity+spatial": [*SEMI, *recipe("intensity", "spatial")],
     "dtc+intensity+spatial+low-contrast": [*SEMI, *recipe("intensity", "spatial", "low-contrast")],
+    # the labeled items' cross-entropy added to the loss (the official code computes it, logs it, and
+    # leaves it out), on top of today's default recipe
+    "dtc+intensity+spatial+low-contrast+ce": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
+                                              "--ce-weight", "1"],
 }
 
 

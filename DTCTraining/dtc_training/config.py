@@ -42,6 +42,7 @@ class TrainConfig:
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
+    ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
 
     def check(self) -> None:
         """Refuse out-of-range settings, named as on the command line, before any data is read."""
@@ -65,6 +66,7 @@ class TrainConfig:
             (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1 iteration"),
             (self.precise_bn >= 0, "--precise-bn must be >= 0 batches (0: off)"),
             (0 <= self.ema < 1, "--ema must be in [0, 1) (0: off; e.g. 0.99)"),
+            (self.ce_weight >= 0, "--ce-weight must be >= 0 (0: off)"),
             (self.spacing is None or all(s > 0 for s in self.spacing), "--spacing must be positive"),
         ]
         problems = [message for ok, message in rules if not ok]

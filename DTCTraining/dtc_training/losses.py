@@ -1,5 +1,7 @@
 """The DTC objective (reference section 4): Dice + beta * level-set MSE on the labeled items, plus the
-ramped dual-task consistency between sigmoid(-k * levelset) and sigmoid(seg) over all items."""
+ramped dual-task consistency between sigmoid(-k * levelset) and sigmoid(seg) over all items. The official
+code also computes the labeled items' cross-entropy but leaves it out of the total; `ce_weight` adds it
+(a recipe switch, 0 by default)."""
 from __future__ import annotations
 
 import math
@@ -37,6 +39,7 @@ class DTCLoss:
     consistency: float = 1.0  # lambda at the end of the ramp
     consistency_rampup: float = 40.0  # in ramp steps
     rampup_step: int = 150  # iterations per ramp step
+    ce_weight: float = 0.0  # weight of the labeled items' binary cross-entropy (official: logged, not optimised)
 
     def consistency_weight(self, iteration: int) -> float:
         """w(t) for the 0-based iteration t, constant over blocks of `rampup_step` iterations."""
@@ -46,13 +49,17 @@ class DTCLoss:
         """Items [0, n_labeled) of the batch are labeled. Returns every term and the total."""
         prob = torch.sigmoid(seg_logits.float())
         loss_dice = dice_loss(prob[:n_labeled], label)
+        loss_ce = F.binary_cross_entropy_with_logits(seg_logits[:n_labeled].float(), label.float())
         loss_levelset = F.mse_loss(levelset[:n_labeled].float(), levelset_target)
         loss_consistency = F.mse_loss(levelset_to_mask(levelset, self.k), prob)
         weight = self.consistency_weight(iteration)
         total = loss_dice + self.levelset_weight * loss_levelset + weight * loss_consistency
+        if self.ce_weight:
+            total = total + self.ce_weight * loss_ce
         return {
             "loss": total,
             "loss_dice": loss_dice,
+            "loss_ce": loss_ce,
             "loss_levelset": loss_levelset,
             "loss_consistency": loss_consistency,
             "consistency_weight": weight,

@@ -139,7 +139,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     net = world.wrap(model, cfg.sync_batchnorm)  # `net` trains; `model` (the same weights) is saved
-    loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step)
+    loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step,
+                      cfg.ce_weight)
 
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
                                cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size,

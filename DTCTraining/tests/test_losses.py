@@ -67,3 +67,16 @@ def test_each_term_of_the_total_on_hand_built_inputs():
 def test_consistency_is_computed_in_float32_under_bf16():
     levelset = torch.tensor([-0.001], dtype=torch.bfloat16)
     assert levelset_to_mask(levelset, 1500).dtype == torch.float32
+
+
+def test_cross_entropy_is_reported_always_and_added_only_with_its_weight():
+    seg = torch.tensor([0.0, 2.0, -2.0]).reshape(3, 1, 1, 1, 1)  # items 0-1 labeled
+    levelset = torch.tensor([-0.5, 0.2, 0.001]).reshape(3, 1, 1, 1, 1)
+    label = torch.tensor([1.0, 0.0]).reshape(2, 1, 1, 1, 1)
+    target = torch.tensor([-1.0, 0.6]).reshape(2, 1, 1, 1, 1)
+    # -log sigmoid(0) for the foreground item, -log(1 - sigmoid(2)) for the background one
+    expected_ce = (math.log(2) + math.log(1 + math.exp(2))) / 2
+    official = DTCLoss()(seg, levelset, label, target, n_labeled=2, iteration=0)
+    weighted = DTCLoss(ce_weight=0.5)(seg, levelset, label, target, n_labeled=2, iteration=0)
+    assert official["loss_ce"].item() == pytest.approx(expected_ce, rel=1e-5)
+    assert weighted["loss"].item() == pytest.approx(official["loss"].item() + 0.5 * expected_ce, rel=1e-5)

@@ -54,6 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="random rotations (up to 15 degrees) and scaling (0.85-1.15) of 30%% of the crops (default on; not in the official method)")
     cfg.add_argument("--low-contrast-augmentation", action=argparse.BooleanOptionalAction, default=None,
                      help="scale the intensities of 20%% of the crops by 0.2-1.0, as in low-contrast scans (default on; not in the official method)")
+    cfg.add_argument("--ce-weight", type=float, metavar="W",
+                     help="add W x the labeled items' cross-entropy to the loss (default 0: the official code logs it only)")
     cfg.add_argument("--levelset-target", choices=["patch", "volume"],
                      help="level-set target computed on the cropped patch (official) or the whole labeled volume")
     cfg.add_argument("--sync-batchnorm", action="store_true", default=None, help="SyncBatchNorm under torchrun")
