@@ -19,7 +19,8 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 --intensity-augmentation to `dtc`; `dtc+intensity+volume-levelset` adds --levelset-target volume to
 `dtc+intensity`, `dtc+intensity+spatial` adds --spatial-augmentation to it, and
 `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe),
-and `...+ce` adds the labeled items' cross-entropy to its loss (--ce-weight 1);
+`...+ce` adds the labeled items' cross-entropy to its loss (--ce-weight 1), and `...+poly` trains it with a
+polynomial learning-rate decay (--lr-schedule poly);
 `supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations. Every
 method states all augmentation switches, so it stays the same when a default changes. Run them with --methods.
 
@@ -83,6 +84,9 @@ METHODS = {
     # leaves it out), on top of today's default recipe
     "dtc+intensity+spatial+low-contrast+ce": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
                                               "--ce-weight", "1"],
+    # nnU-Net's polynomial learning-rate decay instead of the official x0.1 steps, on today's default recipe
+    "dtc+intensity+spatial+low-contrast+poly": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
+                                                "--lr-schedule", "poly"],
 }
 
 

@@ -9,6 +9,9 @@ from dataclasses import asdict, dataclass, field, fields
 from .errors import InputError
 
 
+LR_SCHEDULES = ("step", "poly")
+
+
 @dataclass
 class TrainConfig:
     iterations: int = 6000
@@ -19,7 +22,8 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
-    lr_step: int = 2500  # lr x lr_gamma every lr_step iterations
+    lr_schedule: str = "step"  # "step" (official): lr x lr_gamma every lr_step iterations; "poly": (1 - t/T)^0.9
+    lr_step: int = 2500
     lr_gamma: float = 0.1
     k: float = 1500.0
     levelset_weight: float = 0.3
@@ -56,6 +60,7 @@ class TrainConfig:
             (0 <= self.seed < 2**32, "--seed must be in [0, 2^32)"),
             (self.lr > 0, "--lr must be positive"),
             (self.lr_step >= 1, "--lr-step must be >= 1 iteration"),
+            (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (self.k > 0, "--k must be positive"),
             (self.levelset_weight >= 0, "--levelset-weight must be >= 0"),
             (self.consistency >= 0, "--consistency must be >= 0"),
@@ -74,7 +79,10 @@ class TrainConfig:
             raise InputError(problems)
 
     def lr_at(self, iteration: int) -> float:
-        """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...)."""
+        """Learning rate of the 0-based `iteration` (official: 0.01 for steps 1-2500, 1e-3 for 2501-5000...;
+        poly: nnU-Net's decay to 0 at the last iteration)."""
+        if self.lr_schedule == "poly":
+            return self.lr * (1 - iteration / self.iterations) ** 0.9
         return self.lr * self.lr_gamma ** (iteration // self.lr_step)
 
     def to_dict(self) -> dict:

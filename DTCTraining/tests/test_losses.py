@@ -40,6 +40,11 @@ def test_learning_rate_steps_as_the_official_code():
         [0.01, 0.01, 0.001, 0.001, 0.0001, 0.0001])
 
 
+def test_poly_learning_rate_decays_to_zero_at_the_last_iteration():
+    cfg = TrainConfig(iterations=1000, lr_schedule="poly")
+    assert [cfg.lr_at(t) for t in (0, 500, 999)] == pytest.approx([0.01, 0.01 * 0.5 ** 0.9, 0.01 * 0.001 ** 0.9])
+
+
 def test_task_transform_is_a_step_at_zero_with_inside_negative():
     z = torch.tensor([-0.01, -0.00306, 0.0, 0.00306, 0.01])
     assert levelset_to_mask(z, 1500).tolist() == pytest.approx([1.0, 0.99, 0.5, 0.01, 0.0], abs=2e-3)

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..config import LR_SCHEDULES
+
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
 
 # Options that `--resume` may change; everything else comes from the checkpoint's configuration.
@@ -30,7 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--patch", type=int, nargs=3, dest="patch_size", metavar=("X", "Y", "Z"))
     cfg.add_argument("--n-filters", type=int)
     cfg.add_argument("--lr", type=float)
-    cfg.add_argument("--lr-step", type=int)
+    cfg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                     help="step: x0.1 every --lr-step iterations (official); poly: (1 - t/T)^0.9 down to 0")
+    cfg.add_argument("--lr-step", type=int, help="iterations per x0.1 step of the step schedule (2500)")
     cfg.add_argument("--k", type=float, help="task-transform steepness (1500)")
     cfg.add_argument("--levelset-weight", type=float, help="beta (0.3)")
     cfg.add_argument("--consistency", type=float, help="final consistency weight (1.0)")
