@@ -1,6 +1,8 @@
 """Training throughput of the official DTC configuration (VNet-16, batch 2 labeled + 2 unlabeled,
-112x112x80): this trainer (`dtc train`: level sets computed in DataLoader workers, bf16 on CUDA) against
-a loop that computes the level sets serially in the main process, as the official code does.
+112x112x80): this trainer (`dtc train`: the crops' level sets computed in DataLoader workers on the CPU,
+in the training step on a GPU; bf16 on CUDA) against a loop that computes the level sets serially in the
+main process, as the official code does; and the CPU seconds one batch of today's default recipe costs a
+DataLoader worker, with and without the crops' level sets (what bounds a GPU run's steps per second).
 
     python benchmarks/train_throughput.py [--la-root ../shared/data/LA] [--iterations 5] [--device auto]
 
@@ -29,16 +31,12 @@ from dtc_training.trainer import peak_memory_mb, select_device
 HERE = Path(__file__).resolve().parent
 
 
-def placeholder_levelset(data: dict) -> dict:
-    return {**data, "levelset": np.zeros_like(data["label"], dtype=np.float32)}
-
-
 def official_style(args, device) -> dict:
     """The official loop's shape: fp32, level sets of the labeled crops computed in the main process."""
     data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
-    batches = IterationBatches(data.labeled, data.unlabeled, 2, 2, (112, 112, 80), seed=1337, iterations=10**6)
-    # The loader only reserves the level-set slot; the loop below computes it, serially, as the official code does.
-    batches.augment_labeled.transforms = (*batches.augment_labeled.transforms[:-1], placeholder_levelset)
+    # the loop below computes the level sets, serially, as the official code does
+    batches = IterationBatches(data.labeled, data.unlabeled, 2, 2, (112, 112, 80), seed=1337, iterations=10**6,
+                               patch_levelsets=False)
     loader = torch.utils.data.DataLoader(batches, batch_size=None, num_workers=args.workers)
     model = DualTaskVNet().to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
@@ -75,6 +73,24 @@ def this_trainer(args) -> dict:
     return {"it_per_s": rate, "peak_memory_mb": next(r for r in records if r["event"] == "done")["peak_memory_mb"]}
 
 
+def worker_seconds_per_batch(args) -> dict:
+    """One DataLoader worker's time for a batch of today's default recipe (1 thread, as in a worker)."""
+    data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    seconds = {}
+    for key, patch_levelsets in (("with_patch_levelsets", True), ("without", False)):
+        batches = IterationBatches(data.labeled, data.unlabeled, 2, 2, (112, 112, 80), seed=1337, iterations=10**6,
+                                   intensity_augmentation=True, spatial_augmentation=True,
+                                   low_contrast_augmentation=True, patch_levelsets=patch_levelsets)
+        start = time.perf_counter()
+        for t in range(args.batches):
+            batches[t]
+        seconds[key] = (time.perf_counter() - start) / args.batches
+    torch.set_num_threads(threads)
+    return seconds
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--la-root", type=Path, default=HERE.parent.parent / "shared" / "data" / "LA")
@@ -82,6 +98,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batches", type=int, default=20, help="batches timed for the worker figure")
     args = p.parse_args()
     device = select_device(args.device)
     result = {
@@ -92,6 +109,7 @@ def main() -> None:
         "iterations_timed": args.iterations,
         "this_trainer": this_trainer(args),
         "official_style_serial_levelset": official_style(args, device),
+        "worker_seconds_per_batch": worker_seconds_per_batch(args),
     }
     result["speedup"] = result["this_trainer"]["it_per_s"] / result["official_style_serial_levelset"]["it_per_s"]
     print(json.dumps(result, indent=2))

@@ -28,12 +28,14 @@ def draw_cases(n: int, slots: range, seed: int, stream: int) -> list[int]:
 
 class IterationBatches(Dataset):
     """Item t is the batch of iteration t for this rank: `image` (L+U, 1, *patch), `label` and
-    `levelset` (L, 1, *patch), the labeled items first."""
+    `levelset` (L, 1, *patch), the labeled items first. With `patch_levelsets=False` the crops' level sets
+    are left to the training step (`levelset` is then absent, unless the target is the whole volume's)."""
 
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
                  patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
                  intensity_augmentation: bool = False, levelset_target: str = "patch",
-                 spatial_augmentation: bool = False, low_contrast_augmentation: bool = False):
+                 spatial_augmentation: bool = False, low_contrast_augmentation: bool = False,
+                 patch_levelsets: bool = True):
         volume_levelset = levelset_target == "volume"
         if volume_levelset:
             labeled = [with_volume_levelset(case, patch_size) for case in labeled]
@@ -42,7 +44,8 @@ class IterationBatches(Dataset):
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
         switches = dict(intensity=intensity_augmentation, spatial=spatial_augmentation,
                         low_contrast=low_contrast_augmentation)
-        self.augment_labeled = training_augmentation(patch_size, True, volume_levelset=volume_levelset, **switches)
+        self.augment_labeled = training_augmentation(patch_size, True, volume_levelset=volume_levelset,
+                                                     patch_levelset=patch_levelsets, **switches)
         self.augment_unlabeled = training_augmentation(patch_size, False, **switches)
 
     def __len__(self) -> int:
@@ -68,9 +71,7 @@ class IterationBatches(Dataset):
                 items.append(self._augment(self.augment_unlabeled, self.unlabeled[i], UNLABELED, position))
         stack = lambda key, part: torch.as_tensor(np.stack([np.asarray(d[key]) for d in part])).float()
         n_lab = self.labeled_batch
-        return {
-            "iteration": iteration,
-            "image": stack("image", items),
-            "label": stack("label", items[:n_lab]),
-            "levelset": stack("levelset", items[:n_lab]),
-        }
+        batch = {"iteration": iteration, "image": stack("image", items), "label": stack("label", items[:n_lab])}
+        if "levelset" in items[0]:
+            batch["levelset"] = stack("levelset", items[:n_lab])
+        return batch

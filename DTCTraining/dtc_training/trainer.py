@@ -26,6 +26,7 @@ from .devices import resolve_device
 from .distributed import DistributedError, World
 from .errors import InputError
 from .files import atomic_json_save
+from .levelset import levelsets
 from .losses import DTCLoss
 from .model import DualTaskVNet
 from .model_io import save_model
@@ -71,6 +72,14 @@ def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
     # alone stops; the workers end with the loader, or with their parent (DataLoader watches it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def levelset_target(batch: dict, label: torch.Tensor) -> torch.Tensor:
+    """The labeled items' level sets: as the DataLoader workers computed them, or computed from `label`
+    on its device."""
+    if "levelset" in batch:
+        return batch["levelset"].to(label.device, non_blocking=True)
+    return levelsets(label[:, 0])[:, None]
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -145,7 +154,9 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
                                cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size,
                                cfg.intensity_augmentation, cfg.levelset_target, cfg.spatial_augmentation,
-                               cfg.low_contrast_augmentation)
+                               cfg.low_contrast_augmentation,
+                               # a GPU step outruns a few CPU cores computing the crops' level sets
+                               patch_levelsets=device.type == "cpu")
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda",
@@ -188,8 +199,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                 image = image.contiguous(memory_format=torch.channels_last_3d)
             with autocast:
                 seg_logits, levelset = net(image)
-            terms = loss_fn(seg_logits, levelset, batch["label"].to(device, non_blocking=True),
-                            batch["levelset"].to(device, non_blocking=True), cfg.labeled_batch, iteration)
+            label = batch["label"].to(device, non_blocking=True)
+            terms = loss_fn(seg_logits, levelset, label, levelset_target(batch, label), cfg.labeled_batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -74,8 +74,11 @@ def spatial_augmentation(keys: list[str]) -> list:
 
 
 def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False,
-                          volume_levelset: bool = False, spatial: bool = False, low_contrast: bool = False) -> Compose:
-    """With `volume_levelset`, labeled items carry their precomputed `levelset` (`with_volume_levelset`)."""
+                          volume_levelset: bool = False, spatial: bool = False, low_contrast: bool = False,
+                          patch_levelset: bool = True) -> Compose:
+    """With `volume_levelset`, labeled items carry their precomputed `levelset` (`with_volume_levelset`);
+    otherwise they get the level set of their crop, unless `patch_levelset` is False (the training step then
+    computes it on its device)."""
     keys = ["image", "label"] if labeled else ["image"]
     if labeled and volume_levelset:
         keys.append("levelset")
@@ -92,6 +95,6 @@ def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: b
         steps += intensity_augmentation()
     if low_contrast:
         steps += low_contrast_augmentation()
-    if labeled and not volume_levelset:
+    if labeled and patch_levelset and not volume_levelset:
         steps.append(LevelSetd("label"))
     return Compose(steps, lazy=False)

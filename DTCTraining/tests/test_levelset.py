@@ -3,7 +3,10 @@ import itertools
 import numpy as np
 import pytest
 
-from dtc_training.levelset import compute_levelset
+import torch
+
+from dtc_training import levelset as levelset_module
+from dtc_training.levelset import compute_levelset, levelsets
 
 
 def brute_force_levelset(mask: np.ndarray) -> np.ndarray:
@@ -44,16 +47,42 @@ def test_matches_brute_force_definition(name):
     np.testing.assert_allclose(compute_levelset(mask), brute_force_levelset(mask), atol=1e-6)
 
 
-def test_empty_mask_gives_zeros_and_full_mask_no_nan():
+def test_empty_and_full_masks_give_zeros():
+    # the official code gives zeros for an empty patch and NaN for an all-foreground one: no boundary in either
     assert not compute_levelset(np.zeros((6, 6, 6))).any()
-    full = compute_levelset(np.ones((6, 6, 6)))
-    assert np.isfinite(full).all() and full.max() <= 0
+    assert not compute_levelset(np.ones((6, 6, 6))).any()
 
 
-def test_properties_on_real_la_crops(la_root):
+def random_masks(seed: int) -> torch.Tensor:
+    rng = np.random.default_rng(seed)
+    masks = rng.random((4, 11, 7, 9)) < [[[[0.02]]], [[[0.5]]], [[[0.0]]], [[[1.0]]]]  # sparse, dense, empty, full
+    return torch.from_numpy(masks)
+
+
+@pytest.mark.parametrize("chunk_elements", [1 << 26, 100])  # one chunk; many (a line or two per chunk)
+def test_gpu_distance_transform_equals_scipys(monkeypatch, chunk_elements):
+    # The separable torch transform that runs on a GPU, run here on the CPU, against scipy's.
+    monkeypatch.setattr(levelset_module, "_CHUNK_ELEMENTS", chunk_elements)
+    for seed in range(3):
+        features = random_masks(seed)
+        torch_distances = levelset_module._torch_distances(features)
+        np.testing.assert_array_equal(torch_distances.numpy(), levelset_module._scipy_distances(features).numpy())
+        assert torch_distances[0].max() > 1  # the sparse item has distances of several voxels
+
+
+def test_batched_level_sets_equal_per_item_ones():
+    masks = random_masks(7)
+    batch = levelsets(masks)
+    assert batch.dtype == torch.float32 and batch.shape == masks.shape
+    for item, mask in zip(batch, masks):
+        np.testing.assert_array_equal(item.numpy(), compute_levelset(mask.numpy()))
+
+
+def test_properties_on_real_la_crops(la_root, monkeypatch):
     from dtc_training import la
 
     rng = np.random.default_rng(0)
+    crops, expected = [], []
     for case_id in la.read_case_list(la_root)[:3]:
         _, label = la.read_case(la_root, case_id)
         x, y = (rng.integers(0, s - p) for s, p in zip(label.shape[:2], (112, 112)))
@@ -65,3 +94,9 @@ def test_properties_on_real_la_crops(la_root):
         boundary = levelset[inside] == 0
         assert 0 < boundary.mean() < 0.5  # the inner shell only
         assert (levelset[inside][~boundary] < 0).all()
+        crops.append(crop)
+        expected.append(levelset)
+    # the same crops as a GPU computes their level sets, on the CPU
+    monkeypatch.setattr(levelset_module, "_scipy_distances", levelset_module._torch_distances)
+    on_gpu_path = levelsets(torch.from_numpy(np.stack(crops))).numpy()
+    np.testing.assert_allclose(on_gpu_path, np.stack(expected), rtol=0, atol=1e-7)

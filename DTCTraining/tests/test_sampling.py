@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from dtc_training.levelset import compute_levelset
+from dtc_training.trainer import levelset_target
 from dtc_training.sampling import LABELED, IterationBatches, draw_cases
 from dtc_training.transforms import training_augmentation
 
@@ -64,6 +65,19 @@ def test_label_and_levelset_move_with_the_image():
             np.testing.assert_array_equal(source["label"].reshape(-1)[codes.reshape(-1)],
                                           b["label"][j, 0].numpy().reshape(-1))
             np.testing.assert_allclose(b["levelset"][j, 0].numpy(), compute_levelset(b["label"][j, 0].numpy()))
+
+
+def test_level_sets_left_to_the_training_step_equal_the_workers_ones():
+    # On a GPU the training step computes the crops' level sets; the crops themselves must not change.
+    switches = dict(intensity_augmentation=True, spatial_augmentation=True, low_contrast_augmentation=True)
+    in_workers, _, _ = batches(**switches)
+    on_device, _, _ = batches(**switches, patch_levelsets=False)
+    for t in range(6):
+        a, b = in_workers[t], on_device[t]
+        assert "levelset" not in b
+        assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
+        np.testing.assert_array_equal(levelset_target(b, b["label"]).numpy(), a["levelset"].numpy())
+        assert np.array_equal(levelset_target(a, a["label"]), a["levelset"]) and a["levelset"].abs().max() > 0
 
 
 def test_rotation_covers_k0_to_k3_and_flips_only_x_or_y():
