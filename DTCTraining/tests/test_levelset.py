@@ -70,6 +70,12 @@ def test_gpu_distance_transform_equals_scipys(monkeypatch, chunk_elements):
         assert torch_distances[0].max() > 1  # the sparse item has distances of several voxels
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_level_sets_on_a_gpu_equal_the_cpu_ones():
+    masks = torch.cat([random_masks(seed) for seed in range(3)])
+    np.testing.assert_allclose(levelsets(masks.cuda()).cpu().numpy(), levelsets(masks).numpy(), rtol=0, atol=1e-6)
+
+
 def test_batched_level_sets_equal_per_item_ones():
     masks = random_masks(7)
     batch = levelsets(masks)
