@@ -21,8 +21,10 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe),
 `...+ce` adds the labeled items' cross-entropy to its loss (--ce-weight 1), and `...+poly` trains it with a
 polynomial learning-rate decay (--lr-schedule poly);
-`supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations. Every
-method states all augmentation switches, so it stays the same when a default changes. Run them with --methods.
+`supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations, and
+`supervised+intensity+spatial+low-contrast+poly` with the poly schedule too. Every
+method states all augmentation switches and its learning-rate schedule (the official steps unless it says
+`poly`), so it stays the same when a default changes. Run them with --methods.
 
 Every model is also scored in `fast` mode with `--tta 8` (test-time orientation averaging, without
 post-processing). Fast-mode scores use whole-volume windows (`--window-size volume`), as when the first
@@ -60,10 +62,11 @@ EVALUATION_MODE = {"lite": FAST, "full": ["--mode", "official"]}
 AUGMENTATIONS = ("intensity", "spatial", "low-contrast")  # dtc train's --[no-]<name>-augmentation switches
 
 
-def recipe(*on: str) -> list[str]:
-    """Every augmentation switch stated, `on` turned on and the rest off: a method stays what it was
-    whatever `dtc train` defaults to."""
-    return [f"--{'' if name in on else 'no-'}{name}-augmentation" for name in AUGMENTATIONS]
+def recipe(*on: str, lr_schedule: str = "step") -> list[str]:
+    """Every augmentation switch and the learning-rate schedule stated, `on` turned on and the rest off:
+    a method stays what it was whatever `dtc train` defaults to."""
+    return [*(f"--{'' if name in on else 'no-'}{name}-augmentation" for name in AUGMENTATIONS),
+            "--lr-schedule", lr_schedule]
 
 
 SEMI = ["--unlabeled", "48"]
@@ -73,6 +76,8 @@ METHODS = {
     "supervised": [*SUPERVISED, *recipe()],
     # today's default augmentations without the unlabeled scans: how much of the default's gain is DTC's
     "supervised+intensity+spatial+low-contrast": [*SUPERVISED, *recipe("intensity", "spatial", "low-contrast")],
+    "supervised+intensity+spatial+low-contrast+poly": [*SUPERVISED, *recipe("intensity", "spatial", "low-contrast",
+                                                                          lr_schedule="poly")],
     # recipe switches beyond the paper, weighed against `dtc` at the same iteration budget
     "dtc+ema": [*SEMI, "--ema", "0.99", *recipe()],
     "dtc+intensity": [*SEMI, *recipe("intensity")],
@@ -85,8 +90,8 @@ METHODS = {
     "dtc+intensity+spatial+low-contrast+ce": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
                                               "--ce-weight", "1"],
     # nnU-Net's polynomial learning-rate decay instead of the official x0.1 steps, on today's default recipe
-    "dtc+intensity+spatial+low-contrast+poly": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
-                                                "--lr-schedule", "poly"],
+    "dtc+intensity+spatial+low-contrast+poly": [*SEMI, *recipe("intensity", "spatial", "low-contrast",
+                                                               lr_schedule="poly")],
 }
 
 
