@@ -64,20 +64,22 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
         torch.testing.assert_close(resumed.state_dict()[key], value, rtol=1e-5, atol=1e-6)
 
 
-def test_augmentations_are_the_default_and_can_be_turned_off(phantoms, tmp_path):
+def test_recipe_switches_are_the_default_and_can_be_turned_off(phantoms, tmp_path):
     runs = {"default": [], "official": ["--no-intensity-augmentation", "--no-spatial-augmentation",
-                                        "--no-low-contrast-augmentation"],
+                                        "--no-low-contrast-augmentation", "--lr-schedule", "step"],
             "no-low-contrast": ["--no-low-contrast-augmentation"]}
     for name, flags in runs.items():
         run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
     used = {name: [json.loads((tmp_path / name / "train_config.json").read_text())["config"][key]
-                   for key in ("intensity_augmentation", "spatial_augmentation", "low_contrast_augmentation")]
+                   for key in ("intensity_augmentation", "spatial_augmentation", "low_contrast_augmentation",
+                               "lr_schedule")]
             for name in runs}
-    assert used == {"default": [True, True, True], "official": [False, False, False],
-                    "no-low-contrast": [True, True, False]}
+    assert used == {"default": [True, True, True, "poly"], "official": [False, False, False, "step"],
+                    "no-low-contrast": [True, True, False, "poly"]}
     # a checkpoint written before the switches existed resumes without them, as it was trained
     old = TrainConfig.from_dict({"iterations": 10})
-    assert (old.intensity_augmentation, old.spatial_augmentation, old.low_contrast_augmentation) == (False,) * 3
+    assert (old.intensity_augmentation, old.spatial_augmentation, old.low_contrast_augmentation,
+            old.lr_schedule) == (False, False, False, "step")
 
 
 def test_levelset_target_switch_trains_and_is_recorded(phantoms, tmp_path):

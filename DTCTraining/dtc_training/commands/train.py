@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--n-filters", type=int)
     cfg.add_argument("--lr", type=float)
     cfg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
-                     help="step: x0.1 every --lr-step iterations (official); poly: (1 - t/T)^0.9 down to 0")
+                     help="poly (default): (1 - t/T)^0.9 down to 0; step: x0.1 every --lr-step iterations (official)")
     cfg.add_argument("--lr-step", type=int, help="iterations per x0.1 step of the step schedule (2500)")
     cfg.add_argument("--k", type=float, help="task-transform steepness (1500)")
     cfg.add_argument("--levelset-weight", type=float, help="beta (0.3)")
