@@ -33,9 +33,15 @@ def test_short_training_learns_and_writes_a_loadable_model(phantoms, tmp_path):
     assert (tmp_path / "progress.jsonl").read_text().count('"event": "progress"') == 60
 
 
+# These resume tests extend a short run to stand in for an interrupted long one. That equals the long run
+# only where the schedule does not depend on the total, so they train with the official steps; the poly
+# decay's resume is tested below.
+STEP = ["--lr-schedule", "step"]
+
+
 def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(phantoms, tmp_path):
-    whole = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "whole", "--iterations", 4, *TINY)
-    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--iterations", 2, *TINY)
+    whole = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "whole", "--iterations", 4, *STEP, *TINY)
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--iterations", 2, *STEP, *TINY)
     # resumed with a DataLoader worker: batches do not depend on the worker layout
     resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--resume", "--iterations", 4,
                       "--workers", 1, "--progress", "json")
@@ -45,8 +51,16 @@ def test_resume_gives_the_same_next_losses_as_an_uninterrupted_run(phantoms, tmp
     assert got[3] == pytest.approx(expected[3], rel=1e-5) and got[4] == pytest.approx(expected[4], rel=1e-5)
 
 
+def test_poly_decay_resumed_with_more_iterations_decays_over_the_new_total(phantoms, tmp_path):
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--iterations", 2, *TINY)
+    resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume", "--iterations", 4,
+                      "--progress", "json")
+    lr = {e["iteration"]: e["lr"] for e in events(resumed.stdout, "progress")}  # the lr of step t - 1
+    assert lr == pytest.approx({3: 0.01 * (1 - 2 / 4) ** 0.9, 4: 0.01 * (1 - 3 / 4) ** 0.9})
+
+
 def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path):
-    ema = ["--ema", 0.5, "--checkpoint-every", 1]
+    ema = ["--ema", 0.5, "--checkpoint-every", 1, *STEP]
     run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "whole", "--iterations", 3, *ema, *TINY)
     run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--iterations", 2, *ema, *TINY)
     two = torch.load(tmp_path / "split" / "checkpoint.pt", weights_only=True)
