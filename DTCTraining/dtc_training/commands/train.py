@@ -25,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="JSON lines on stdout, or a bar (auto: bar on a terminal)")
     p.add_argument("--foreground-value", type=float, help="label value of the structure (default: any nonzero)")
     p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of the labeled cases")
-    cfg = p.add_argument_group("training (defaults: the official DTC configuration)")
+    cfg = p.add_argument_group("training (defaults: the official DTC configuration, but for the lr schedule and"
+                               " the augmentations; see docs/training.md)")
     cfg.add_argument("--iterations", type=int)
     cfg.add_argument("--labeled-batch", type=int)
     cfg.add_argument("--unlabeled-batch", type=int)
