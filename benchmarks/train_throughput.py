@@ -31,9 +31,8 @@ from dtc_training.trainer import peak_memory_mb, select_device
 HERE = Path(__file__).resolve().parent
 
 
-def official_style(args, device) -> dict:
+def official_style(args, data, device) -> dict:
     """The official loop's shape: fp32, level sets of the labeled crops computed in the main process."""
-    data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
     # the loop below computes the level sets, serially, as the official code does
     batches = IterationBatches(data.labeled, data.unlabeled, 2, 2, (112, 112, 80), seed=1337, iterations=10**6,
                                patch_levelsets=False)
@@ -73,9 +72,8 @@ def this_trainer(args) -> dict:
     return {"it_per_s": rate, "peak_memory_mb": next(r for r in records if r["event"] == "done")["peak_memory_mb"]}
 
 
-def worker_seconds_per_batch(args) -> dict:
+def worker_seconds_per_batch(args, data) -> dict:
     """One DataLoader worker's time for a batch of today's default recipe (1 thread, as in a worker)."""
-    data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     seconds = {}
@@ -101,6 +99,7 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20, help="batches timed for the worker figure")
     args = p.parse_args()
     device = select_device(args.device)
+    data = load_la(args.la_root, labeled=16, unlabeled=None, holdout=0, spacing=None)
     result = {
         "benchmark": "train_throughput",
         "date": time.strftime("%Y-%m-%d"),
@@ -108,8 +107,8 @@ def main() -> None:
         "config": "VNet-16, 2+2 x 112x112x80, LA h5",
         "iterations_timed": args.iterations,
         "this_trainer": this_trainer(args),
-        "official_style_serial_levelset": official_style(args, device),
-        "worker_seconds_per_batch": worker_seconds_per_batch(args),
+        "official_style_serial_levelset": official_style(args, data, device),
+        "worker_seconds_per_batch": worker_seconds_per_batch(args, data),
     }
     result["speedup"] = result["this_trainer"]["it_per_s"] / result["official_style_serial_levelset"]["it_per_s"]
     print(json.dumps(result, indent=2))

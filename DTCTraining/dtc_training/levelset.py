@@ -31,16 +31,6 @@ def _squared_distance_pass(squared: torch.Tensor, dim: int) -> torch.Tensor:
     return out.reshape(moved.shape).movedim(-1, dim)
 
 
-def squared_distances_torch(features: torch.Tensor) -> torch.Tensor:
-    """Exact squared Euclidean distance, in voxels, from every voxel of each (X, Y, Z) item of `features`
-    (B, X, Y, Z, bool) to its nearest True voxel (inf where an item has none): three 1D passes, one per
-    axis (Saito and Toriwaki). float32 holds these integer distances exactly."""
-    squared = torch.where(features, 0.0, torch.inf)  # float32; masked ops that need no device sync
-    for dim in (1, 2, 3):
-        squared = _squared_distance_pass(squared, dim)
-    return squared
-
-
 def _scipy_distances(features: torch.Tensor) -> torch.Tensor:
     present = features.flatten(1).any(dim=1)
     return torch.stack([torch.from_numpy(ndimage.distance_transform_edt(~f.numpy())) if p
@@ -48,9 +38,13 @@ def _scipy_distances(features: torch.Tensor) -> torch.Tensor:
 
 
 def _torch_distances(features: torch.Tensor) -> torch.Tensor:
+    """Exact: three 1D passes of the squared distance, one per axis (Saito and Toriwaki); float32 holds
+    those integer squared distances exactly."""
+    squared = torch.where(features, 0.0, torch.inf)  # masked ops that need no device sync
+    for dim in (1, 2, 3):
+        squared = _squared_distance_pass(squared, dim)
     present = features.flatten(1).any(dim=1)
-    squared = squared_distances_torch(features).double()
-    return torch.where(present[:, None, None, None], squared, 0.0).sqrt()
+    return torch.where(present[:, None, None, None], squared.double(), 0.0).sqrt()
 
 
 def _distances(features: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .levelset import levelsets
 from .transforms import training_augmentation, with_volume_levelset
 
 LABELED, UNLABELED = 0, 1
@@ -75,3 +76,11 @@ class IterationBatches(Dataset):
         if "levelset" in items[0]:
             batch["levelset"] = stack("levelset", items[:n_lab])
         return batch
+
+
+def batch_levelsets(batch: dict, label: torch.Tensor) -> torch.Tensor:
+    """The labeled items' level sets of a batch: as the DataLoader workers computed them, or computed from
+    `label` (the batch's labels, moved to the training device) on its device."""
+    if "levelset" in batch:
+        return batch["levelset"].to(label.device, non_blocking=True)
+    return levelsets(label[:, 0])[:, None]

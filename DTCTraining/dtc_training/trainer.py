@@ -26,12 +26,11 @@ from .devices import resolve_device
 from .distributed import DistributedError, World
 from .errors import InputError
 from .files import atomic_json_save
-from .levelset import levelsets
 from .losses import DTCLoss
 from .model import DualTaskVNet
 from .model_io import save_model
 from .progress import ProgressReporter
-from .sampling import IterationBatches
+from .sampling import IterationBatches, batch_levelsets
 from .validation import validation_dice
 
 MODEL_NAME = "model.pt"
@@ -72,14 +71,6 @@ def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
     # alone stops; the workers end with the loader, or with their parent (DataLoader watches it).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def levelset_target(batch: dict, label: torch.Tensor) -> torch.Tensor:
-    """The labeled items' level sets: as the DataLoader workers computed them, or computed from `label`
-    on its device."""
-    if "levelset" in batch:
-        return batch["levelset"].to(label.device, non_blocking=True)
-    return levelsets(label[:, 0])[:, None]
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -200,7 +191,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             with autocast:
                 seg_logits, levelset = net(image)
             label = batch["label"].to(device, non_blocking=True)
-            terms = loss_fn(seg_logits, levelset, label, levelset_target(batch, label), cfg.labeled_batch, iteration)
+            terms = loss_fn(seg_logits, levelset, label, batch_levelsets(batch, label), cfg.labeled_batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

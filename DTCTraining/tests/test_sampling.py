@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from dtc_training.levelset import compute_levelset
-from dtc_training.trainer import levelset_target
-from dtc_training.sampling import LABELED, IterationBatches, draw_cases
+from dtc_training.sampling import LABELED, IterationBatches, batch_levelsets, draw_cases
 from dtc_training.transforms import training_augmentation
 
 
@@ -76,8 +75,8 @@ def test_level_sets_left_to_the_training_step_equal_the_workers_ones():
         a, b = in_workers[t], on_device[t]
         assert "levelset" not in b
         assert np.array_equal(a["image"], b["image"]) and np.array_equal(a["label"], b["label"])
-        np.testing.assert_array_equal(levelset_target(b, b["label"]).numpy(), a["levelset"].numpy())
-        assert np.array_equal(levelset_target(a, a["label"]), a["levelset"]) and a["levelset"].abs().max() > 0
+        np.testing.assert_array_equal(batch_levelsets(b, b["label"]).numpy(), a["levelset"].numpy())
+        assert np.array_equal(batch_levelsets(a, a["label"]), a["levelset"]) and a["levelset"].abs().max() > 0
 
 
 def test_rotation_covers_k0_to_k3_and_flips_only_x_or_y():
