@@ -17,6 +17,8 @@ from typing import Optional
 DEVICES = ("auto", "cpu", "cuda")
 ORIENTATION_COUNTS = (1, 2, 4, 8)  # dtc infer --tta
 WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
+MODES = ("fast", "official")  # dtc infer --mode
+RECIPES = ("default", "paper")  # dtc train --recipe
 
 
 def _deviceProblems(device: str) -> list[str]:
@@ -28,6 +30,7 @@ def _deviceProblems(device: str) -> list[str]:
 @dataclass
 class TrainingParameters:
     """Hyperparameters handed to `dtc train` (names follow its options)."""
+    recipe: str = "default"  # default: the official method plus augmentation and the poly lr decay | paper
     iterations: int = 6000
     labeledBatch: int = 2
     unlabeledBatch: int = 2
@@ -58,12 +61,14 @@ class TrainingParameters:
         elif any(int(p) % 16 for p in self.patchSize):
             out.append(f"patch size {tuple(self.patchSize)}: each size must be a multiple of 16 (the V-Net "
                        "halves the patch four times)")
+        if self.recipe not in RECIPES:
+            out.append(f"recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
         out += _deviceProblems(self.device)
         return out
 
     def arguments(self) -> list[str]:
         """The `dtc train` options for these parameters (the only place they are built)."""
-        args = ["--iterations", str(self.iterations), "--labeled-batch", str(self.labeledBatch),
+        args = ["--recipe", self.recipe, "--iterations", str(self.iterations), "--labeled-batch", str(self.labeledBatch),
                 "--unlabeled-batch", str(self.unlabeledBatch), "--patch", *map(str, self.patchSize),
                 "--lr", repr(float(self.learningRate)), "--k", repr(float(self.k)),
                 "--n-filters", str(self.nFilters), "--device", self.device,
@@ -88,7 +93,7 @@ class SegmentParameters:
 
     def problems(self) -> list[str]:
         out = []
-        if self.mode not in ("fast", "official"):
+        if self.mode not in MODES:
             out.append(f"mode {self.mode!r} is not fast or official")
         if self.windowSize not in WINDOW_SIZES:
             out.append(f"window size {self.windowSize!r} is not patch or volume")

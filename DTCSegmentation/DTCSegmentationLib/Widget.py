@@ -51,7 +51,7 @@ WIDGET_KINDS = {
 
 # dataclass field -> (widget name, kind)
 TRAINING_FIELDS = {
-    "iterations": ("iterationsSpinBox", "value"), "labeledBatch": ("labeledBatchSpinBox", "value"),
+    "recipe": ("recipeComboBox", "text"), "iterations": ("iterationsSpinBox", "value"), "labeledBatch": ("labeledBatchSpinBox", "value"),
     "unlabeledBatch": ("unlabeledBatchSpinBox", "value"), "learningRate": ("learningRateSpinBox", "value"),
     "k": ("kSpinBox", "value"), "nFilters": ("nFiltersSpinBox", "value"), "device": ("deviceComboBox", "text"),
     "valFraction": ("valFractionSpinBox", "value"),

@@ -25,7 +25,7 @@ for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed e
 
 
 TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
-    ("--iterations", "iterations", int), ("--labeled-batch", "labeledBatch", int),
+    ("--recipe", "recipe", str), ("--iterations", "iterations", int), ("--labeled-batch", "labeledBatch", int),
     ("--unlabeled-batch", "unlabeledBatch", int), ("--patch", "patchSize", int), ("--lr", "learningRate", float),
     ("--k", "k", float), ("--n-filters", "nFilters", int), ("--device", "device", str),
     ("--val-fraction", "valFraction", float), ("--val-every", "valEvery", int),
@@ -33,7 +33,7 @@ TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
 
 
 def _parser() -> argparse.ArgumentParser:
-    from DTCSegmentationLib.Parameters import ORIENTATION_COUNTS, WINDOW_SIZES, TrainingParameters
+    from DTCSegmentationLib.Parameters import MODES, ORIENTATION_COUNTS, RECIPES, WINDOW_SIZES, TrainingParameters
 
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
     s.add_argument("--model", required=True, help="model store name or model.pt path")
     s.add_argument("-o", "--output", type=Path, required=True, help="output folder")
-    s.add_argument("--mode", choices=["fast", "official"], default="fast")
+    s.add_argument("--mode", choices=MODES, default="fast")
     s.add_argument("--window-size", choices=WINDOW_SIZES, default="patch",
                    help="fast mode: patch (the training patch, most accurate) or volume (fastest)")
     s.add_argument("--device", default="auto")
@@ -60,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     d = TrainingParameters()
     for option, field, kind in TRAINING_OPTIONS:
         t.add_argument(option, dest=field, type=kind, nargs=3 if field == "patchSize" else None,
-                       help=f"default {getattr(d, field)}")
+                       choices=RECIPES if field == "recipe" else None, help=f"default {getattr(d, field)}")
     t.add_argument("--timeout", type=float, default=None)
     return p
 

@@ -1,8 +1,7 @@
 """Training configuration. The defaults are the official DTC LA configuration (reference section 5), plus
 intensity, spatial and low-contrast augmentation and a polynomial learning-rate decay, which the
-development split showed better at equal training time (docs/benchmarks.md); `--no-intensity-augmentation
---no-spatial-augmentation --no-low-contrast-augmentation --lr-schedule step` restores the official recipe
-exactly."""
+development split showed better at equal training time (docs/benchmarks.md); `--recipe paper` restores the
+official recipe exactly."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -11,6 +10,11 @@ from .errors import InputError
 
 
 LR_SCHEDULES = ("step", "poly")
+# The switches that make the default recipe differ from the official one, as the official code sets them:
+# `dtc train --recipe paper` trains with these, and a run saved before a switch existed trained so.
+OFFICIAL_RECIPE = {"intensity_augmentation": False, "spatial_augmentation": False,
+                   "low_contrast_augmentation": False, "lr_schedule": "step"}
+RECIPES = {"default": {}, "paper": OFFICIAL_RECIPE}
 
 
 @dataclass
@@ -92,7 +96,4 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
-        # a run saved before a recipe switch existed trained without it, and resumes so
-        saved_before = {"intensity_augmentation": False, "spatial_augmentation": False,
-                        "low_contrast_augmentation": False, "lr_schedule": "step"}
-        return cls(**{**saved_before, **{k: v for k, v in values.items() if k in known}})
+        return cls(**{**OFFICIAL_RECIPE, **{k: v for k, v in values.items() if k in known}})

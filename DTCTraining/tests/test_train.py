@@ -81,7 +81,8 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
 def test_recipe_switches_are_the_default_and_can_be_turned_off(phantoms, tmp_path):
     runs = {"default": [], "official": ["--no-intensity-augmentation", "--no-spatial-augmentation",
                                         "--no-low-contrast-augmentation", "--lr-schedule", "step"],
-            "no-low-contrast": ["--no-low-contrast-augmentation"]}
+            "no-low-contrast": ["--no-low-contrast-augmentation"],
+            "paper": ["--recipe", "paper"], "paper+intensity": ["--recipe", "paper", "--intensity-augmentation"]}
     for name, flags in runs.items():
         run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
     used = {name: [json.loads((tmp_path / name / "train_config.json").read_text())["config"][key]
@@ -89,7 +90,8 @@ def test_recipe_switches_are_the_default_and_can_be_turned_off(phantoms, tmp_pat
                                "lr_schedule")]
             for name in runs}
     assert used == {"default": [True, True, True, "poly"], "official": [False, False, False, "step"],
-                    "no-low-contrast": [True, True, False, "poly"]}
+                    "no-low-contrast": [True, True, False, "poly"], "paper": [False, False, False, "step"],
+                    "paper+intensity": [True, False, False, "step"]}
     # a checkpoint written before the switches existed resumes without them, as it was trained
     old = TrainConfig.from_dict({"iterations": 10})
     assert (old.intensity_augmentation, old.spatial_augmentation, old.low_contrast_augmentation,

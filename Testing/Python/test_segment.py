@@ -172,7 +172,7 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
                  "-o", "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,  # -o relative to cwd
                  "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0.5,
-                 "--val-every", 1, "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")},
+                 "--val-every", 1, "--recipe", "paper", "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")},
                  cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "run" / "model.pt").is_file()
@@ -182,6 +182,7 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     config = json.loads((tmp_path / "run" / "train_config.json").read_text())["config"]
     assert (config["iterations"], config["val_every"], config["device"]) == (3, 1, "cpu")
+    assert (config["lr_schedule"], config["intensity_augmentation"]) == ("step", False)  # the paper's recipe
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
 

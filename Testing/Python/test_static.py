@@ -67,18 +67,41 @@ def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
         assert widgets[name] in allowed, f"{name} is a {widgets[name]}, expected one of {allowed}"
 
 
-def test_every_widget_kind_the_field_tables_use_can_be_wired_read_and_shown():
-    # Widget.py imports Slicer's Qt, which does not exist here, so its tables are read from the source. A kind
-    # missing from WIDGET_KINDS would raise KeyError while the panel is built: the module would not open.
+def widgetTables() -> dict:
+    """WIDGET_KINDS, TRAINING_FIELDS and SEGMENT_FIELDS as syntax trees: Widget.py imports Slicer's Qt, which
+    does not exist here, so its tables are read from the source."""
     tables = {}
     for node in ast.parse((MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             if node.targets[0].id in ("WIDGET_KINDS", "TRAINING_FIELDS", "SEGMENT_FIELDS"):
                 tables[node.targets[0].id] = node.value
+    return tables
+
+
+def test_every_widget_kind_the_field_tables_use_can_be_wired_read_and_shown():
+    # A kind missing from WIDGET_KINDS would raise KeyError while the panel is built: the module would not open.
+    tables = widgetTables()
     kinds = {key.value for key in tables["WIDGET_KINDS"].keys}
     assert all(len(entry.elts) == 3 for entry in tables["WIDGET_KINDS"].values)  # signal, read, show
     used = {entry.elts[1].value for name in ("TRAINING_FIELDS", "SEGMENT_FIELDS") for entry in tables[name].values}
     assert used and used <= kinds, f"kinds without wiring: {used - kinds}"
+
+
+def test_every_parameter_combo_box_offers_exactly_the_values_its_parameter_accepts():
+    # An item the parameters refuse fails only when a user picks it; a missing one hides an option.
+    from DTCSegmentationLib.Parameters import DEVICES, MODES, ORIENTATION_COUNTS, RECIPES, WINDOW_SIZES
+
+    accepted = {("TRAINING_FIELDS", "recipe"): RECIPES, ("TRAINING_FIELDS", "device"): DEVICES,
+                ("SEGMENT_FIELDS", "device"): DEVICES, ("SEGMENT_FIELDS", "mode"): MODES,
+                ("SEGMENT_FIELDS", "windowSize"): WINDOW_SIZES, ("SEGMENT_FIELDS", "orientations"): ORIENTATION_COUNTS}
+    tables = widgetTables()
+    combos = {(table, key.value): value.elts[0].value for table in ("TRAINING_FIELDS", "SEGMENT_FIELDS")
+              for key, value in zip(tables[table].keys, tables[table].values) if value.elts[1].value in ("text", "number")}
+    assert set(combos) == set(accepted), "a combo-box field without its accepted values in this test"
+    items = {w.get("name"): [i.findtext("property/string") for i in w.findall("item")]
+             for w in ET.parse(UI).iter("widget") if w.get("class") == "QComboBox"}
+    for field, widget in combos.items():
+        assert items[widget] == [str(v) for v in accepted[field]], f"{widget} offers {items[widget]}"
 
 
 def test_ui_root_passes_the_scene_to_every_mrml_widget():

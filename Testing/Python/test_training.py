@@ -166,11 +166,12 @@ def test_validation_lists_every_problem(phantomScene, scene):
     report = checkTrainingInputs(
         [LabeledPair(volume, seg), LabeledPair(phantomScene["labeled"][1][0], empty),
          LabeledPair(phantomScene["labeled"][2][0], several), LabeledPair(vector, seg)],
-        [volume], TrainingParameters(patchSize=(20, 16, 16)))
+        [volume], TrainingParameters(patchSize=(20, 16, 16), recipe="fancy"))
     text = report.tooltip()
     assert not report.ok
     for expected in ["empty has no segment", "several has 2 segments", "rgb is not a scalar volume",
-                     "case0 is both labeled (row 1) and unlabeled", "multiple of 16"]:
+                     "case0 is both labeled (row 1) and unlabeled", "multiple of 16",
+                     "recipe 'fancy' is not one of default, paper"]:
         assert expected in text, text
     # choosing the segment fixes that row; a label on another grid is a note, not a problem
     report = checkTrainingInputs([LabeledPair(volume, seg), LabeledPair(*phantomScene["labeled"][1]),
@@ -188,7 +189,8 @@ def test_validation_lists_every_problem(phantomScene, scene):
 def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
     node = scene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DTCSegmentation")
     volume, seg = phantomScene["labeled"][0]
-    state = ModuleState(training=TrainingParameters(iterations=42, patchSize=(32, 32, 16), device="cuda:1"),
+    state = ModuleState(training=TrainingParameters(iterations=42, patchSize=(32, 32, 16), device="cuda:1",
+                                                    recipe="paper"),
                         segmenting=SegmentParameters(mode="official", largestComponent=False),
                         pairs=[LabeledPair(volume, seg, "x")], unlabeled=phantomScene["unlabeled"],
                         modelName="m", inputVolume=volume, outputSegmentation=seg)
@@ -198,6 +200,7 @@ def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
     assert [(p.volume, p.label, p.segment) for p in back.pairs] == [(volume, seg, "x")]
     assert back.unlabeled == phantomScene["unlabeled"] and back.inputVolume is volume and back.roi is None
     assert "--patch 32 32 16" in " ".join(back.training.arguments())
+    assert "--recipe paper" in " ".join(back.training.arguments())
 
 
 def test_pairs_keep_their_own_labels_through_gaps_and_deleted_nodes(phantomScene, scene):

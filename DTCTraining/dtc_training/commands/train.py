@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..config import LR_SCHEDULES
+from ..config import LR_SCHEDULES, RECIPES
 
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
 
@@ -27,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of the labeled cases")
     cfg = p.add_argument_group("training (defaults: the official DTC configuration, but for the lr schedule and"
                                " the augmentations; see docs/training.md)")
+    cfg.add_argument("--recipe", choices=sorted(RECIPES), default="default",
+                     help="paper: the official recipe (no augmentation beyond rotations and flips, x0.1 lr steps); "
+                          "the switches below override it")
     cfg.add_argument("--iterations", type=int)
     cfg.add_argument("--labeled-batch", type=int)
     cfg.add_argument("--unlabeled-batch", type=int)
@@ -72,7 +75,7 @@ def _config(args):
 
     given = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
     if not args.resume:
-        return TrainConfig(**given)
+        return TrainConfig(**{**RECIPES[args.recipe], **given})
     saved = TrainConfig.from_dict(load_checkpoint(args.output / CHECKPOINT_NAME)["config"])
     for key in RESUME_OVERRIDES:
         if key in given:
