@@ -5,6 +5,9 @@
 * the other packages go through pip after one confirmation that lists them;
 * headless (no main window, or `interactive=False`): no dialog ever; a `DependencyError` lists what is
   missing and the command that installs it.
+
+`DeviceCheck` runs `dtc devices` in a child process: what the Python that trains and segments can use (its
+torch, CUDA build, GPUs, a test convolution on each), shown by the panel's Check button for bug reports.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import importlib.util
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional
+
+from .Process import ChildProcess, backendEnvironment, explainFailure, pythonExecutable
 
 # (import name, distribution name, requirement). SimpleITK and numpy ship with Slicer: never pip them there.
 REQUIREMENTS = [
@@ -133,3 +138,41 @@ def _defaultInstallTorch(slicer) -> Callable[[str], None]:
         except ImportError:
             slicer.util.pip_install(f'"{requirement}"')
     return install
+
+
+def report(status: Status, devices: Optional[str] = None) -> str:
+    """What the panel's Check shows and Copy report copies: the packages, then (once every package is there)
+    the devices, or that they are being checked."""
+    if not status.ok:
+        return status.text() + "\nSome packages are missing."
+    return status.text() + "\nReady.\n" + (devices if devices is not None else "Checking the devices...")
+
+
+class DeviceCheck:
+    """`dtc devices` started in a child process; `poll()` it from a timer (or `wait()` headless) and read
+    `report`: the devices text, or why the check failed."""
+
+    def __init__(self, processFactory=ChildProcess, python: Optional[str] = None):
+        self.process = processFactory([python or pythonExecutable(), "-m", "dtc_training", "devices"],
+                                      env=backendEnvironment())
+        self.lines: list[str] = []
+        self.report: Optional[str] = None
+
+    def poll(self) -> bool:
+        """Collect output; True once the child has ended and `report` is set."""
+        if self.report is not None:
+            return True
+        self.lines += self.process.readLines()
+        code = self.process.poll()
+        if code is None:
+            return False
+        self.lines += self.process.readLines()
+        self.report = "\n".join(self.lines) if code == 0 else explainFailure(code, self.lines)
+        return True
+
+    def wait(self, timeout: float = 120) -> str:
+        if self.process.wait(timeout) is None:
+            self.process.killTree()
+            self.report = f"the device check did not finish within {timeout:.0f} s"
+        self.poll()
+        return self.report

@@ -79,6 +79,7 @@ class DTCPanel(VTKObservationMixin):
         self.rows = []  # (volume combo, label combo, segment combo) per labeled pair
         self.trainingJob = None
         self.segmentJob = None
+        self.deviceCheck = None
         self.plot = None
         self._logSeen = 0
         self._loading = False
@@ -124,6 +125,7 @@ class DTCPanel(VTKObservationMixin):
         ui.refreshModelsButton.connect("clicked()", self.refreshModels)
         ui.checkDependenciesButton.connect("clicked()", self.onCheckDependencies)
         ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
+        ui.copyReportButton.connect("clicked()", lambda: qt.QApplication.clipboard().setText(ui.dependencyStatusLabel.text))
 
     def cleanup(self):
         self.timer.stop()
@@ -132,6 +134,8 @@ class DTCPanel(VTKObservationMixin):
             self.trainingJob.process.killTree()  # Slicer is closing: leave no orphan trainer behind
         if self.segmentJob is not None and not self.segmentJob.finished:
             self.logic.inference.cancel(self.segmentJob)
+        if self.deviceCheck is not None:
+            self.deviceCheck.process.killTree()
 
     def enter(self):
         self.loadFromParameterNode()
@@ -340,8 +344,10 @@ class DTCPanel(VTKObservationMixin):
         if self.segmentJob is not None and not self.segmentJob.finished:
             if self.logic.inference.poll(self.segmentJob):
                 self._segmentFinished()
+        if self.deviceCheck is not None and self.deviceCheck.poll():
+            self._deviceCheckFinished()
         busy = (self.trainingJob is not None and not self.trainingJob.finished) or \
-               (self.segmentJob is not None and not self.segmentJob.finished)
+               (self.segmentJob is not None and not self.segmentJob.finished) or self.deviceCheck is not None
         if not busy:
             self.timer.stop()
         self.updateButtons()
@@ -460,7 +466,14 @@ class DTCPanel(VTKObservationMixin):
     # ----------------------------------------------------------------------------- dependencies
     def onCheckDependencies(self):
         status = Dependencies.check()
-        self.ui.dependencyStatusLabel.text = status.text() + ("\nReady." if status.ok else "\nSome packages are missing.")
+        self.ui.dependencyStatusLabel.text = Dependencies.report(status)
+        if status.ok and self.deviceCheck is None:  # the devices, as the Python that trains sees them
+            self.deviceCheck = Dependencies.DeviceCheck()
+            self.timer.start()
+
+    def _deviceCheckFinished(self):
+        self.ui.dependencyStatusLabel.text = Dependencies.report(Dependencies.check(), self.deviceCheck.report)
+        self.deviceCheck = None
 
     def onInstallDependencies(self):
         if self._dependenciesReady():

@@ -20,6 +20,7 @@ COMMANDS = {
     "make-phantoms": "make_phantoms",
     "import-official": "import_official",
     "info": "info",
+    "devices": "devices",
 }
 
 

@@ -1,6 +1,10 @@
-"""The `--device` option: `auto`, `cpu`, `cuda` or `cuda:N`, turned into a torch.device, or refused with a
-message before any work starts."""
+"""The devices this tool runs on: the `--device` option (`auto`, `cpu`, `cuda` or `cuda:N`, turned into a
+torch.device or refused with a message before any work starts), and `device_report()`, what `dtc devices`
+prints: what this PyTorch build can use here, and why not where it cannot."""
 from __future__ import annotations
+
+import platform
+import re
 
 import torch
 
@@ -22,3 +26,82 @@ def resolve_device(requested: str | torch.device | None) -> torch.device:
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise InputError(f"--device {requested}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively: CUDA GPUs from compute capability 8.0 (Ampere) on. Older
+    GPUs only emulate it, which `torch.cuda.is_bf16_supported()` counts as support; CPUs are not asked
+    (--amp auto keeps them in float32)."""
+    return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def build_runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Whether a PyTorch build compiled for `arch_list` (`torch.cuda.get_arch_list()`) has kernels for a GPU
+    of compute `capability`: a cubin `sm_XY` runs on major version X from minor Y up (`sm_XYa`, `sm_XYf`:
+    on X.Y only), PTX `compute_XY` on any GPU from X.Y up (compiled on first use). A GPU without either
+    fails with "no kernel image is available", as new GPUs do with older builds."""
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        match = re.fullmatch(r"(\d+?)(\d)([af]?)", digits)
+        if match is None:
+            continue
+        version, specific = (int(match[1]), int(match[2])), bool(match[3])
+        if kind == "sm" and version[0] == capability[0] and (
+                version[1] == capability[1] if specific else version[1] <= capability[1]):
+            return True
+        if kind == "compute" and not specific and version <= tuple(capability):
+            return True
+    return False
+
+
+def _smoke_test(device: torch.device) -> str:
+    """'ok', or the error of one small 3D convolution with its gradient on `device` (what training needs)."""
+    try:
+        conv = torch.nn.Conv3d(1, 2, 3).to(device)
+        conv(torch.rand(1, 1, 8, 8, 8, device=device)).sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return "ok"
+    except Exception as e:  # the message is the report (no kernel image, out of memory, driver errors)
+        return f"{type(e).__name__}: {e}".strip()
+
+
+def device_report(smoke_test: bool = True) -> dict:
+    """This machine as PyTorch sees it: versions, the CUDA build, every GPU with its memory, compute capability
+    and whether the build has kernels for it, what `--device auto` picks; `problems` (a GPU this build cannot
+    use, a failed test convolution) and `notes` (a CPU-only build), each in words."""
+    from . import __version__
+
+    cuda_build = torch.version.cuda
+    report = {"dtc_training": __version__, "torch": torch.__version__, "python": platform.python_version(),
+              "cuda_build": cuda_build, "cuda_available": torch.cuda.is_available(),
+              "cpu_threads": torch.get_num_threads(), "auto_device": str(resolve_device("auto")), "gpus": [],
+              "notes": [], "problems": []}
+    if smoke_test:
+        report["cpu_check"] = _smoke_test(torch.device("cpu"))
+    if cuda_build is None:
+        report["notes"].append("this PyTorch build has no CUDA support (a CPU build): training and segmenting run "
+                               "on the CPU; to use an NVIDIA GPU, install a CUDA build of PyTorch")
+    elif not torch.cuda.is_available():
+        report["problems"].append(f"this PyTorch build supports CUDA {cuda_build}, but no usable GPU was found: "
+                                  "no NVIDIA GPU, no driver, or a driver older than the build needs")
+    else:
+        arch_list = torch.cuda.get_arch_list()
+        for index in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(index)
+            capability = (props.major, props.minor)
+            gpu = {"index": index, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
+                   "capability": f"{props.major}.{props.minor}", "build_has_kernels": build_runs_on(capability, arch_list),
+                   "bf16": native_bf16(torch.device("cuda", index))}
+            if not gpu["build_has_kernels"]:
+                report["problems"].append(
+                    f"cuda:{index} ({props.name}, compute capability {gpu['capability']}): this PyTorch build has "
+                    f"no kernels for it (built for {' '.join(arch_list)}); install a newer CUDA build of PyTorch")
+            if smoke_test:
+                gpu["check"] = _smoke_test(torch.device("cuda", index))
+                if gpu["check"] != "ok":
+                    report["problems"].append(f"cuda:{index} ({props.name}) failed a test convolution: {gpu['check']}")
+            report["gpus"].append(gpu)
+    if smoke_test and report["cpu_check"] != "ok":
+        report["problems"].append(f"the CPU failed a test convolution: {report['cpu_check']}")
+    return report

@@ -22,7 +22,7 @@ from .batchnorm import recalibrate_batchnorm, recalibrated_copy
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
-from .devices import resolve_device
+from .devices import native_bf16, resolve_device
 from .distributed import DistributedError, World
 from .errors import InputError
 from .files import atomic_json_save
@@ -120,7 +120,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
     if use_bf16 and device.type == "cpu":
         warnings.warn("--amp bf16 on the CPU: honoured, but CPUs without bf16 units run it ~100x slower")
 

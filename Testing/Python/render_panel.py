@@ -18,6 +18,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 REPO = Path(__file__).resolve().parents[2]
 UI = REPO / "DTCSegmentation" / "Resources" / "UI" / "DTCSegmentation.ui"
+sys.path.insert(0, str(REPO / "DTCSegmentation"))  # the module's Qt-free logic (status texts, monitor)
 
 from PySide6 import QtCore, QtGui, QtWidgets  # noqa: E402
 from PySide6.QtUiTools import QUiLoader  # noqa: E402
@@ -144,7 +145,6 @@ def render(output: Path, progress: Path | None = None) -> Path:
         panel.findChild(QtWidgets.QPushButton, name).setEnabled(True)
     status, seen = "Idle", []
     if progress and progress.is_file():  # the status line and the curves of a real run, two thirds in
-        sys.path.insert(0, str(REPO / "DTCSegmentation"))
         from DTCSegmentationLib.TrainingLogic import TrainingMonitor
 
         monitor = TrainingMonitor()
@@ -158,7 +158,11 @@ def render(output: Path, progress: Path | None = None) -> Path:
     panel.findChild(QtWidgets.QPlainTextEdit, "logTextEdit").setFixedHeight(50)
     panel.findChild(qMRMLPlotWidget, "plotWidget").setPixmap(plotPixmap(seen))
     panel.findChild(QtWidgets.QLabel, "modelFolderLabel").setText("Model store: ~/.dtcsegmentation/models")
-    panel.findChild(QtWidgets.QLabel, "dependencyStatusLabel").setText("Example: all dependencies found. Ready.")
+    # what Check shows on this machine: the packages found, then `dtc devices` run by the backend's Python
+    from DTCSegmentationLib import Dependencies
+
+    checked = Dependencies.report(Dependencies.check(), Dependencies.DeviceCheck().wait())
+    panel.findChild(QtWidgets.QLabel, "dependencyStatusLabel").setText(checked)
     panel.resize(440, panel.sizeHint().height())
     panel.show()
     app.processEvents()

@@ -74,3 +74,23 @@ def test_a_missing_backend_is_reported_before_anything_is_installed(monkeypatch)
                         lambda name, *a: None if name == "dtc_training" else REAL_FIND_SPEC(name, *a))
     with pytest.raises(DependencyError, match="dtc_training backend is not found"):
         Dependencies.ensure(confirm=lambda *a: pytest.fail("must not ask"))
+
+
+def test_device_check_reports_what_the_backend_python_can_use():
+    check = Dependencies.DeviceCheck()  # the real `dtc devices` in a child process
+    report = check.wait(timeout=120)
+    assert check.poll() and "torch " in report and "--device auto uses:" in report
+    assert "test convolution ok" in report
+
+
+def test_a_failed_device_check_says_why():
+    import sys
+
+    def failing(args, env=None):  # a real child that fails as a broken torch install would
+        from DTCSegmentationLib.Process import ChildProcess
+
+        return ChildProcess([sys.executable, "-c", "import sys; print('OSError: libcudnn.so.9: cannot open shared "
+                                                  "object file'); sys.exit(1)"], env=env)
+
+    report = Dependencies.DeviceCheck(processFactory=failing).wait(timeout=60)
+    assert "exit code 1" in report and "libcudnn" in report
