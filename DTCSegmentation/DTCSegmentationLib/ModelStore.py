@@ -13,11 +13,25 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 
 class ModelStoreError(ValueError):
     pass
+
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # what uniqueName() makes of any base name
+
+
+def _replaceAtomically(path: Path, write: Callable[[Path], None]) -> None:
+    """`write` fills a hidden sibling, which then replaces `path`: a crash or a full disk leaves the old
+    file or none, never part of one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def defaultRoot() -> Path:
@@ -120,6 +134,28 @@ class ModelStore:
                         raise
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def rename(self, name: str, newName: str) -> ModelInfo:
+        """Give a stored model another name; refuses a name in use or one that is not a plain folder name."""
+        info = self.get(name)
+        if not NAME.fullmatch(newName):
+            raise ModelStoreError(f"{newName!r}: a model name holds only letters, digits, '_', '.' and '-'")
+        target = self.root / newName
+        if target.exists():
+            raise ModelStoreError(f"a model named {newName!r} is already in {self.root}")
+        os.rename(info.folder, target)  # listed under one name or the other, never neither
+        metadata = {**info.metadata, "store": {**info.metadata.get("store", {}), "name": newName}}
+        _replaceAtomically(target / "metadata.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+        return ModelInfo(newName, target, metadata)
+
+    def export(self, name: str, destination: str | os.PathLike) -> Path:
+        """Copy a stored model's file to `destination` (a file, or a folder to hold `<name>.pt`): one file
+        with the weights and the metadata, which `dtc` and another model store load as it is."""
+        info, destination = self.get(name), Path(destination)
+        if destination.is_dir():
+            destination = destination / f"{name}.pt"
+        _replaceAtomically(destination, lambda tmp: shutil.copyfile(info.path, tmp))
+        return destination
 
     def delete(self, name: str) -> None:
         info = self.get(name)

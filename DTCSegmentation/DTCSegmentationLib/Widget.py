@@ -121,6 +121,8 @@ class DTCPanel(VTKObservationMixin):
         ui.openSegmentEditorButton.connect("clicked()", self.onOpenSegmentEditor)
         ui.addToTrainingButton.connect("clicked()", self.onAddToTraining)
         ui.importModelButton.connect("clicked()", self.onImportModel)
+        ui.exportModelButton.connect("clicked()", self.onExportModel)
+        ui.renameModelButton.connect("clicked()", self.onRenameModel)
         ui.deleteModelButton.connect("clicked()", self.onDeleteModel)
         ui.refreshModelsButton.connect("clicked()", self.refreshModels)
         ui.checkDependenciesButton.connect("clicked()", self.onCheckDependencies)
@@ -453,11 +455,40 @@ class DTCPanel(VTKObservationMixin):
             return
         self.refreshModels(select=info.name)
 
-    def onDeleteModel(self):
+    def _selectedModel(self) -> str | None:
         row = self.ui.modelsTable.currentRow()
-        if row < 0:
+        return self.ui.modelsTable.item(row, 0).text() if row >= 0 else None
+
+    def onExportModel(self):
+        name = self._selectedModel()
+        if name is None:
             return
-        name = self.ui.modelsTable.item(row, 0).text()
+        path = qt.QFileDialog.getSaveFileName(self.uiWidget, "Export a DTC model", f"{name}.pt", "DTC model (*.pt)")
+        if not path:
+            return
+        try:
+            self.logic.store.export(name, path)
+        except (ValueError, OSError) as e:  # an unwritable folder, a full disk
+            self._error("Could not export the model", str(e))
+
+    def onRenameModel(self):
+        name = self._selectedModel()
+        if name is None:
+            return
+        newName = qt.QInputDialog.getText(self.uiWidget, "Rename a model", "New name:", qt.QLineEdit.Normal, name)
+        if not newName or newName == name:
+            return
+        try:
+            info = self.logic.store.rename(name, newName)
+        except (ValueError, OSError) as e:  # a name in use or not a folder name
+            self._error("Could not rename the model", str(e))
+            return
+        self.refreshModels(select=info.name)
+
+    def onDeleteModel(self):
+        name = self._selectedModel()
+        if name is None:
+            return
         if self.showDialogs and not slicer.util.confirmYesNoDisplay(f"Delete the model '{name}' from the store?"):
             return
         self.logic.store.delete(name)

@@ -14,7 +14,7 @@ from conftest import MODULE_DIR, REPO, addVolume, obliqueMatrix, phantom
 
 from DTCSegmentationLib import SceneIO
 from DTCSegmentationLib.InferenceLogic import InferenceLogic, addToTrainingSet
-from DTCSegmentationLib.ModelStore import ModelStore
+from DTCSegmentationLib.ModelStore import ModelStore, ModelStoreError
 from DTCSegmentationLib.Parameters import ModuleState, SegmentParameters
 
 PARAMS = SegmentParameters(device="cpu", largestComponent=False)
@@ -185,6 +185,29 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     assert (config["lr_schedule"], config["intensity_augmentation"]) == ("step", False)  # the paper's recipe
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
+
+
+def test_model_store_renames_and_exports_models_that_load_elsewhere(tinyModel, tmp_path):
+    store = ModelStore(tmp_path / "store")
+    store.importModel(tinyModel, "la")
+    store.importModel(tinyModel, "other")
+    renamed = store.rename("la", "la-dtc-v2")
+    assert [m.name for m in store.list()] == ["la-dtc-v2", "other"]
+    assert json.loads((renamed.folder / "metadata.json").read_text())["store"]["name"] == "la-dtc-v2"
+    for bad, message in (("other", "already in"), ("../escape", "only letters"), ("", "only letters"),
+                         (".hidden", "only letters")):
+        with pytest.raises(ModelStoreError, match=message):
+            store.rename("la-dtc-v2", bad)
+    with pytest.raises(ModelStoreError, match="no model named 'gone'"):
+        store.rename("gone", "x")
+    assert [m.name for m in store.list()] == ["la-dtc-v2", "other"]  # refused renames changed nothing
+    (tmp_path / "shared").mkdir()
+    exported = store.export("la-dtc-v2", tmp_path / "shared")  # a folder: the file is named after the model
+    assert exported == tmp_path / "shared" / "la-dtc-v2.pt" and exported.read_bytes() == tinyModel.read_bytes()
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["la-dtc-v2.pt"]  # no temporary file left
+    assert ModelStore(tmp_path / "colleague").importModel(exported).name == "la-dtc-v2"  # loads as it is
+    with pytest.raises(OSError):
+        store.export("other", tmp_path / "no-such-folder" / "m.pt")
 
 
 def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinished_ones(tinyModel, tmp_path, monkeypatch):
