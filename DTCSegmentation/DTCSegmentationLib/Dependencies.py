@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from .Process import ChildProcess, backendEnvironment, explainFailure, pythonExecutable
+from .Process import ChildProcess, backendEnvironment, collectOutput, explainFailure, pythonExecutable
 
 # (import name, distribution name, requirement). SimpleITK and numpy ship with Slicer: never pip them there.
 REQUIREMENTS = [
@@ -162,11 +162,9 @@ class DeviceCheck:
         """Collect output; True once the child has ended and `report` is set."""
         if self.report is not None:
             return True
-        self.lines += self.process.readLines()
-        code = self.process.poll()
+        code = collectOutput(self.process, self.lines)
         if code is None:
             return False
-        self.lines += self.process.readLines()
         self.report = "\n".join(self.lines) if code == 0 else explainFailure(code, self.lines)
         return True
 

@@ -19,7 +19,7 @@ from typing import Optional
 
 from .ModelStore import ModelStore, readModelMetadata
 from .Parameters import SegmentParameters
-from .Process import (EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment, explainFailure,
+from .Process import (EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment, collectOutput, explainFailure,
                       pythonExecutable)
 from .SceneIO import cropToROI, importResult, isScalarVolume, writeVolume
 
@@ -100,11 +100,9 @@ class InferenceLogic:
         """Collect output; when the child has ended, import the result. Returns True once finished."""
         if job.finished:
             return True
-        job.log += job.process.readLines()
-        code = job.process.poll()
+        code = collectOutput(job.process, job.log)
         if code is None:
             return False
-        job.log += job.process.readLines()
         try:
             if code == EXIT_OK and job.resultPath.is_file():
                 job.segmentId = importResult(job.resultPath, job.segmentationNode, job.inputVolume)

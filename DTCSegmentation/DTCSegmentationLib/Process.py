@@ -133,6 +133,16 @@ class ChildProcess:
         self._eof.wait(EOF_GRACE_S)
 
 
+def collectOutput(process: ProcessProtocol, lines: list) -> Optional[int]:
+    """Append the child's new output lines to `lines`; its exit code once it has ended and all its output is
+    in, else None."""
+    lines += process.readLines()
+    code = process.poll()
+    if code is not None:
+        lines += process.readLines()  # what arrived between the read and the exit
+    return code
+
+
 def pythonExecutable() -> str:
     """Slicer's `PythonSlicer` when running inside Slicer, else the current interpreter."""
     app = getattr(__import__("slicer"), "app", None) if "slicer" in sys.modules else None
