@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-MARKERS = "os^vDPX*h8"  # one per seed
+MARKERS = "os^vDPX*h8pd<>H"  # one per seed (colours repeat after ten; the markers tell them apart)
 
 
 def axis_label(method: str) -> str:
