@@ -10,8 +10,8 @@ Protocols:
   48x48x32 (the official 112x112x80 field of view scaled alike, rounded to multiples of 16), VNet with 8
   filters, 1500 iterations (a quarter of 6000), the lr step and the consistency ramp shortened in the same
   proportion (lr x0.1 at 625 and 1250, ramp over 1480 iterations); evaluation at the original 0.625 mm, the
-  model resampling in and out. Measured: 13-15 min (DTC) and 9-13 min (supervised) per seed on the
-  2-core CPU.
+  model resampling in and out. Measured on an idle 2-core CPU (2026-11-27): 8-10 min of training (DTC)
+  and 5 min (supervised), plus about 3 min for the three evaluations of each.
 - full: the official configuration (0.625 mm, 112x112x80, 16 filters, 6000 iterations), official window grid.
 Methods: `dtc` (16 labeled + 48 unlabeled, the DTC loss, the paper's recipe) and `supervised` (the same 16
 labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and iteration budget;
