@@ -51,7 +51,8 @@ WIDGET_KINDS = {
 
 # dataclass field -> (widget name, kind)
 TRAINING_FIELDS = {
-    "recipe": ("recipeComboBox", "text"), "iterations": ("iterationsSpinBox", "value"), "labeledBatch": ("labeledBatchSpinBox", "value"),
+    "recipe": ("recipeComboBox", "text"), "iterations": ("iterationsSpinBox", "value"),
+    "labeledBatch": ("labeledBatchSpinBox", "value"),
     "unlabeledBatch": ("unlabeledBatchSpinBox", "value"), "learningRate": ("learningRateSpinBox", "value"),
     "k": ("kSpinBox", "value"), "nFilters": ("nFiltersSpinBox", "value"), "device": ("deviceComboBox", "text"),
     "valFraction": ("valFractionSpinBox", "value"),
@@ -127,7 +128,8 @@ class DTCPanel(VTKObservationMixin):
         ui.refreshModelsButton.connect("clicked()", self.refreshModels)
         ui.checkDependenciesButton.connect("clicked()", self.onCheckDependencies)
         ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
-        ui.copyReportButton.connect("clicked()", lambda: qt.QApplication.clipboard().setText(ui.dependencyStatusLabel.text))
+        ui.copyReportButton.connect("clicked()",
+                                    lambda: qt.QApplication.clipboard().setText(ui.dependencyStatusLabel.text))
 
     def cleanup(self):
         self.timer.stop()

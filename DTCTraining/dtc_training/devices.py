@@ -91,7 +91,8 @@ def device_report(smoke_test: bool = True) -> dict:
             props = torch.cuda.get_device_properties(index)
             capability = (props.major, props.minor)
             gpu = {"index": index, "name": props.name, "memory_gib": round(props.total_memory / 2**30, 1),
-                   "capability": f"{props.major}.{props.minor}", "build_has_kernels": build_runs_on(capability, arch_list),
+                   "capability": f"{props.major}.{props.minor}",
+                   "build_has_kernels": build_runs_on(capability, arch_list),
                    "bf16": native_bf16(torch.device("cuda", index))}
             if not gpu["build_has_kernels"]:
                 report["problems"].append(

@@ -172,8 +172,8 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
                  "-o", "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,  # -o relative to cwd
                  "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0.5,
-                 "--val-every", 1, "--recipe", "paper", "--store-name", "batch-model", env={"DTC_MODEL_STORE": str(tmp_path / "store")},
-                 cwd=tmp_path)
+                 "--val-every", 1, "--recipe", "paper", "--store-name", "batch-model",
+                 env={"DTC_MODEL_STORE": str(tmp_path / "store")}, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "run" / "model.pt").is_file()
     assert [m.name for m in ModelStore(tmp_path / "store").list()] == ["batch-model"]

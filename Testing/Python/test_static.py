@@ -96,7 +96,8 @@ def test_every_parameter_combo_box_offers_exactly_the_values_its_parameter_accep
                 ("SEGMENT_FIELDS", "windowSize"): WINDOW_SIZES, ("SEGMENT_FIELDS", "orientations"): ORIENTATION_COUNTS}
     tables = widgetTables()
     combos = {(table, key.value): value.elts[0].value for table in ("TRAINING_FIELDS", "SEGMENT_FIELDS")
-              for key, value in zip(tables[table].keys, tables[table].values) if value.elts[1].value in ("text", "number")}
+              for key, value in zip(tables[table].keys, tables[table].values)
+              if value.elts[1].value in ("text", "number")}
     assert set(combos) == set(accepted), "a combo-box field without its accepted values in this test"
     items = {w.get("name"): [i.findtext("property/string") for i in w.findall("item")]
              for w in ET.parse(UI).iter("widget") if w.get("class") == "QComboBox"}
