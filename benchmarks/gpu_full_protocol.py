@@ -30,10 +30,12 @@ sys.path.insert(0, str(HERE))
 from la_accuracy import METHODS  # noqa: E402  (validated before any training starts)
 EVALUATION_SECONDS = 150  # three `dtc evaluate` passes over the 16 held-out cases; the official one took 47 s on an H200
 PART_BYTES = 15 * 2**20
+FULL_ITERATIONS = 6000  # the full protocol's; a method may train longer (its progress events say)
 
 
-def progress(run_dir: Path) -> tuple[int, float | None]:
-    """(iterations done, seconds per iteration over the run so far past its first 50 iterations)."""
+def progress(run_dir: Path) -> tuple[int, int, float | None]:
+    """(iterations done, the training's iterations (6000 until it reports them), seconds per iteration
+    over the run so far past its first 50 iterations)."""
     log = run_dir / "progress.jsonl"
     events = []
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -45,12 +47,12 @@ def progress(run_dir: Path) -> tuple[int, float | None]:
     events = events[starts[-1]:] if starts else events  # this session of a resumed run: its own speed
     steps = [e for e in events if e["event"] == "progress"]
     if not steps:
-        return 0, None
+        return 0, FULL_ITERATIONS, None
     early = next((e for e in steps if e["iteration"] >= 50), None)
     last = steps[-1]
     if early is None or last["iteration"] - early["iteration"] < 20:
-        return last["iteration"], None
-    return last["iteration"], (last["time"] - early["time"]) / (last["iteration"] - early["iteration"])
+        return last["iteration"], last["total"], None
+    return last["iteration"], last["total"], (last["time"] - early["time"]) / (last["iteration"] - early["iteration"])
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -67,7 +69,7 @@ def summarise(args, run_dir: dict, status: dict, workers: int) -> list[dict]:
     this driver (its deadline, a command timeout, an error) leaves the latest state behind."""
     summary = []
     for m in args.methods:
-        done, rate = progress(run_dir[m])
+        done, _, rate = progress(run_dir[m])
         results = args.runs / f"{m}.json"
         try:
             record = json.loads(results.read_text())["runs"][-1] if results.exists() else None
@@ -95,7 +97,6 @@ def main() -> None:
     args = p.parse_args()
     deadline = time.time() + args.seconds
     workers = args.workers or max(2, ((os.cpu_count() or 4) - len(args.methods)) // len(args.methods))
-    iterations = 6000  # the full protocol's
     processes, status = {}, {}
     run_dir = {m: args.runs / f"full-{m}-seed{args.seed}" for m in args.methods}
     # The device tool ends an over-long command with SIGTERM: stop the trainings and write the outputs.
@@ -115,15 +116,15 @@ def main() -> None:
             now = time.time()
             report = {m: progress(run_dir[m]) for m in args.methods}
             print(f"{now - deadline + args.seconds:5.0f} s: " + ", ".join(
-                f"{m} {done} it ({rate or 0:.3f} s/it)" for m, (done, rate) in report.items()), flush=True)
+                f"{m} {done} it ({rate or 0:.3f} s/it)" for m, (done, _, rate) in report.items()), flush=True)
             running = [m for m in args.methods if processes[m].poll() is None]
-            training = [m for m in running if report[m][0] < iterations]
-            late = [m for m in training if report[m][1] and
-                    now + (iterations - report[m][0]) * report[m][1] + EVALUATION_SECONDS > deadline]
+            training = [m for m in running if report[m][0] < report[m][1]]
+            late = [m for m in training if report[m][2] and
+                    now + (report[m][1] - report[m][0]) * report[m][2] + EVALUATION_SECONDS > deadline]
             if now >= deadline:
                 for m in running:
                     stop(processes[m])
-                    status[m] = f"stopped at the deadline after {report[m][0]} of {iterations} iterations"
+                    status[m] = f"stopped at the deadline after {report[m][0]} of {report[m][1]} iterations"
             elif late and len(training) > 1:
                 victim = training[-1]
                 stop(processes[victim])
