@@ -24,6 +24,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -33,9 +34,13 @@ PART_BYTES = 15 * 2**20
 FULL_ITERATIONS = 6000  # the full protocol's; a method may train longer (its progress events say)
 
 
-def progress(run_dir: Path) -> tuple[int, int, float | None]:
-    """(iterations done, the training's iterations (6000 until it reports them), seconds per iteration
-    over the run so far past its first 50 iterations)."""
+class Progress(NamedTuple):
+    done: int  # iterations done
+    total: int  # the training's iterations (the full protocol's until it reports them)
+    rate: float | None  # seconds per iteration over the run so far past its first 50 iterations
+
+
+def progress(run_dir: Path) -> Progress:
     log = run_dir / "progress.jsonl"
     events = []
     for line in log.read_text().splitlines() if log.exists() else []:
@@ -47,12 +52,13 @@ def progress(run_dir: Path) -> tuple[int, int, float | None]:
     events = events[starts[-1]:] if starts else events  # this session of a resumed run: its own speed
     steps = [e for e in events if e["event"] == "progress"]
     if not steps:
-        return 0, FULL_ITERATIONS, None
+        return Progress(0, FULL_ITERATIONS, None)
     early = next((e for e in steps if e["iteration"] >= 50), None)
     last = steps[-1]
     if early is None or last["iteration"] - early["iteration"] < 20:
-        return last["iteration"], last["total"], None
-    return last["iteration"], last["total"], (last["time"] - early["time"]) / (last["iteration"] - early["iteration"])
+        return Progress(last["iteration"], last["total"], None)
+    rate = (last["time"] - early["time"]) / (last["iteration"] - early["iteration"])
+    return Progress(last["iteration"], last["total"], rate)
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -116,15 +122,15 @@ def main() -> None:
             now = time.time()
             report = {m: progress(run_dir[m]) for m in args.methods}
             print(f"{now - deadline + args.seconds:5.0f} s: " + ", ".join(
-                f"{m} {done} it ({rate or 0:.3f} s/it)" for m, (done, _, rate) in report.items()), flush=True)
+                f"{m} {r.done} it ({r.rate or 0:.3f} s/it)" for m, r in report.items()), flush=True)
             running = [m for m in args.methods if processes[m].poll() is None]
-            training = [m for m in running if report[m][0] < report[m][1]]
-            late = [m for m in training if report[m][2] and
-                    now + (report[m][1] - report[m][0]) * report[m][2] + EVALUATION_SECONDS > deadline]
+            training = [m for m in running if report[m].done < report[m].total]
+            late = [m for m in training if report[m].rate and
+                    now + (report[m].total - report[m].done) * report[m].rate + EVALUATION_SECONDS > deadline]
             if now >= deadline:
                 for m in running:
                     stop(processes[m])
-                    status[m] = f"stopped at the deadline after {report[m][0]} of {report[m][1]} iterations"
+                    status[m] = f"stopped at the deadline after {report[m].done} of {report[m].total} iterations"
             elif late and len(training) > 1:
                 victim = training[-1]
                 stop(processes[victim])
@@ -135,7 +141,7 @@ def main() -> None:
         for m, proc in processes.items():
             if proc.poll() is None:
                 stop(proc)
-                status.setdefault(m, f"stopped when the driver ended, after {progress(run_dir[m])[0]} iterations")
+                status.setdefault(m, f"stopped when the driver ended, after {progress(run_dir[m]).done} iterations")
         summary = summarise(args, run_dir, status, workers)
         with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
             tar.add(args.runs, arcname="runs", filter=lambda t: None if t.name.endswith((".pt", ".part")) else t)

@@ -72,6 +72,7 @@ def recipe(*on: str, lr_schedule: str = "step") -> list[str]:
 
 SEMI = ["--unlabeled", "48"]
 SUPERVISED = ["--unlabeled", "0", "--consistency", "0", "--levelset-weight", "0"]
+DEFAULT_RECIPE = [*SEMI, *recipe("intensity", "spatial", "low-contrast", lr_schedule="poly")]  # dtc train's default
 METHODS = {
     "dtc": [*SEMI, *recipe()],  # the paper's recipe
     "supervised": [*SUPERVISED, *recipe()],
@@ -91,19 +92,15 @@ METHODS = {
     "dtc+intensity+spatial+low-contrast+ce": [*SEMI, *recipe("intensity", "spatial", "low-contrast"),
                                               "--ce-weight", "1"],
     # nnU-Net's polynomial learning-rate decay instead of the official x0.1 steps, on today's default recipe
-    "dtc+intensity+spatial+low-contrast+poly": [*SEMI, *recipe("intensity", "spatial", "low-contrast",
-                                                               lr_schedule="poly")],
+    "dtc+intensity+spatial+low-contrast+poly": DEFAULT_RECIPE,
     # the dual-task consistency weighted 10x (final weight 10 instead of the official 1), on today's default:
     # at weight 1 the consistency term is under 2% of the loss for the first half of training
-    "dtc+intensity+spatial+low-contrast+poly+consistency10": [
-        *SEMI, *recipe("intensity", "spatial", "low-contrast", lr_schedule="poly"), "--consistency", "10"],
+    "dtc+intensity+spatial+low-contrast+poly+consistency10": [*DEFAULT_RECIPE, "--consistency", "10"],
     # twice the full protocol's iterations (a full-protocol method): on a GPU with the level sets in the
     # training step, the time the default took before they moved there (7 min on an H200); its lite
     # counterpart, twice the lite protocol's, asks the same question on the CPU (at twice the time there)
-    "dtc+intensity+spatial+low-contrast+poly+iterations12000": [
-        *SEMI, *recipe("intensity", "spatial", "low-contrast", lr_schedule="poly"), "--iterations", "12000"],
-    "dtc+intensity+spatial+low-contrast+poly+iterations3000": [
-        *SEMI, *recipe("intensity", "spatial", "low-contrast", lr_schedule="poly"), "--iterations", "3000"],
+    "dtc+intensity+spatial+low-contrast+poly+iterations12000": [*DEFAULT_RECIPE, "--iterations", "12000"],
+    "dtc+intensity+spatial+low-contrast+poly+iterations3000": [*DEFAULT_RECIPE, "--iterations", "3000"],
 }
 
 

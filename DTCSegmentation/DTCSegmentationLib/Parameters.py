@@ -69,7 +69,8 @@ class TrainingParameters:
     def arguments(self) -> list[str]:
         """The `dtc train` options for these parameters (the only place they are built)."""
         args = ["--recipe", self.recipe, "--iterations", str(self.iterations),
-                "--labeled-batch", str(self.labeledBatch), "--unlabeled-batch", str(self.unlabeledBatch), "--patch", *map(str, self.patchSize),
+                "--labeled-batch", str(self.labeledBatch), "--unlabeled-batch", str(self.unlabeledBatch),
+                "--patch", *map(str, self.patchSize),
                 "--lr", repr(float(self.learningRate)), "--k", repr(float(self.k)),
                 "--n-filters", str(self.nFilters), "--device", self.device,
                 "--val-fraction", repr(float(self.valFraction)), "--val-every", str(self.valEvery),
