@@ -1,8 +1,9 @@
 """Inference modes against the ground truth: `official` (the official window grid, plain averaging), the
-default `fast` mode (windows of the training patch, Gaussian blending) and fast mode with whole-volume
-windows (`--window-size volume`, one pass), on the held-out development cases with one trained model. Reports, per case and on average,
-the Dice between the official and fast labels and each mode's Dice against the ground truth, so that a
-disagreement between the modes can be told apart from a loss of accuracy.
+default `fast` mode (windows of the training patch, Gaussian blending), fast mode with whole-volume
+windows (`--window-size volume`, one pass) and fast mode in int8 (`--precision int8`), on the held-out
+development cases with one trained model. Reports, per case and on average, the Dice between the official
+and fast labels and each mode's Dice against the ground truth, so that a disagreement between the modes can
+be told apart from a loss of accuracy.
 
     python benchmarks/inference_modes.py --model runs/la_accuracy/lite-dtc-seed2024/model.pt
 
@@ -26,7 +27,8 @@ from la_accuracy import write_model_result  # benchmarks/ is on the path of a sc
 
 HERE = Path(__file__).resolve().parent
 MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-         "fast-volume": {"mode": "fast", "window_size": "volume"}}  # segment()'s options of each compared mode
+         "fast-volume": {"mode": "fast", "window_size": "volume"},
+         "fast-int8": {"mode": "fast", "precision": "int8"}}  # segment()'s options of each compared mode
 
 
 def labels(image: np.ndarray, model: Model, kept: Path | None) -> dict[str, np.ndarray]:
@@ -49,8 +51,9 @@ def main() -> None:
     for case in args.cases.read_text().split():
         image, truth = la.read_case(args.la_root, case)
         out = labels(image, model, args.official_labels / f"{case}.npz" if args.official_labels else None)
-        row = {"case": case, "official_vs_fast": dice(out["official"], out["fast"]),
-               "official_vs_fast_volume": dice(out["official"], out["fast-volume"]),
+        row = {"case": case, **{f"official_vs_{m.replace('-', '_')}": dice(out["official"], out[m])
+                                for m in MODES if m != "official"},
+               "fast_vs_fast_int8": dice(out["fast"], out["fast-int8"]),
                **{f"dice_{m.replace('-', '_')}": dice(out[m], truth) for m in MODES}}
         rows.append(row)
         print(" | ".join([case] + [f"{v:.3f}" for k, v in row.items() if k != "case"]), flush=True)

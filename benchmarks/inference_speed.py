@@ -1,7 +1,8 @@
 """Inference speed: `official` vs the default `fast` mode (windows of the training patch) on one LA-sized
 volume with the same weights, plus `fast` with whole-volume windows (`--window-size volume`), `fast`
-averaged over 4 and 8 orientations (`--tta`), one plain forward pass over the whole padded volume and a
-clinical full field of view (576x576x88 at 0.625 mm) in fast mode with either window size. Each measurement runs in its own process, so peak RSS is its own.
+averaged over 4 and 8 orientations (`--tta`), `fast` in int8 on the CPU (`--precision int8`), one plain
+forward pass over the whole padded volume and a clinical full field of view (576x576x88 at 0.625 mm) in
+each fast variant but `--tta`. Each measurement runs in its own process, so peak RSS is its own.
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
@@ -9,7 +10,8 @@ clinical full field of view (576x576x88 at 0.625 mm) in fast mode with either wi
     python benchmarks/inference_speed.py --model MODEL.pt --device cuda   # a GPU: each timed after a warm-up
 
 Prints a JSON summary: wall time (model loading excluded since the eighth session, reported as
-load_seconds), peak RSS, Dice between the official and each fast label."""
+load_seconds; int8's one-off quantization with it), peak RSS, Dice between the official and each fast
+label."""
 from __future__ import annotations
 
 import argparse
@@ -36,6 +38,7 @@ VARIANTS = {  # segment() options of each timed variant
     "fast-volume": {"mode": "fast", "window_size": "volume"},
     "fast-tta4": {"mode": "fast", "orientations": 4},
     "fast-tta8": {"mode": "fast", "orientations": 8},
+    "fast-int8": {"mode": "fast", "precision": "int8"},  # CPU only
 }
 
 
@@ -69,6 +72,8 @@ def worker(args) -> dict:
         net, meta = load_model(args.model)
     else:
         model = Model.load(args.model, device)
+        if VARIANTS[args.worker].get("precision") == "int8":
+            model.int8  # quantized once per loaded model, like the load itself
     load_seconds = round(time.perf_counter() - started, 2)
 
     def run() -> dict:
@@ -168,7 +173,8 @@ def main() -> None:
                 p.error("give --model, or --fit N to fit one")
             args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"), torch.device(args.device))
         official = run_worker(args, "official", tmp / "official.npy")
-        fast = {name: run_worker(args, name, tmp / f"{name}.npy") for name in ("fast", "fast-volume")}
+        fast_names = ("fast", "fast-volume") + (("fast-int8",) if args.device == "cpu" else ())
+        fast = {name: run_worker(args, name, tmp / f"{name}.npy") for name in fast_names}
         tta = {n: run_worker(args, f"fast-tta{n}", tmp / f"fast-tta{n}.npy") for n in (4, 8)}
         plain = run_worker(args, "plain", tmp / "plain.npy")
         clinical = {name: run_worker(args, name, tmp / f"clinical-{name}.npy", clinical=True) for name in fast}
@@ -178,11 +184,12 @@ def main() -> None:
         "torch_threads": args.threads or torch.get_num_threads(),
         "official": official, "fast": fast["fast"], "fast_volume": fast["fast-volume"], "fast_tta4": tta[4],
         "fast_tta8": tta[8], "plain_forward": plain,
-        "clinical_fast": clinical["fast"], "clinical_fast_volume": clinical["fast-volume"],
+        **{f"clinical_{name.replace('-', '_')}": r for name, r in clinical.items()},
         **{f"speedup_{name.replace('-', '_')}_vs_official": round(official["seconds"] / r["seconds"], 1)
            for name, r in [*fast.items(), *((f"fast-tta{n}", tta[n]) for n in (4, 8))]},
         **{f"{name.replace('-', '_')}_vs_plain_forward": round(r["seconds"] / plain["seconds"], 2) for name, r in fast.items()},
         **{f"dice_official_vs_{name.replace('-', '_')}": round(dice(labels["official"], labels[name]), 5) for name in fast},
+        **({"dice_fast_vs_fast_int8": round(dice(labels["fast"], labels["fast-int8"]), 5)} if "fast-int8" in fast else {}),
         "foreground_voxels": {name: int(label.sum()) for name, label in labels.items()},
     }
     print(json.dumps(summary, indent=2))

@@ -60,7 +60,7 @@ TRAINING_FIELDS = {
 PATCH_WIDGETS = ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox")
 SEGMENT_FIELDS = {
     "device": ("segmentDeviceComboBox", "text"), "mode": ("segmentModeComboBox", "text"),
-    "windowSize": ("windowSizeComboBox", "text"),
+    "windowSize": ("windowSizeComboBox", "text"), "precision": ("precisionComboBox", "text"),
     "memoryGb": ("memorySpinBox", "value"), "orientations": ("orientationsComboBox", "number"),
     "largestComponent": ("largestComponentCheckBox", "checked"),
 }

@@ -33,7 +33,8 @@ TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
 
 
 def _parser() -> argparse.ArgumentParser:
-    from DTCSegmentationLib.Parameters import MODES, ORIENTATION_COUNTS, RECIPES, WINDOW_SIZES, TrainingParameters
+    from DTCSegmentationLib.Parameters import (MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES, WINDOW_SIZES,
+                                               TrainingParameters)
 
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -44,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--mode", choices=MODES, default="fast")
     s.add_argument("--window-size", choices=WINDOW_SIZES, default="patch",
                    help="fast mode: patch (the training patch, most accurate) or volume (fastest)")
+    s.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fast mode on the CPU: fp32 or int8 (about 3x faster, labels within ~0.5%% Dice)")
     s.add_argument("--device", default="auto")
     s.add_argument("--memory-gb", type=float, default=0.0)
     s.add_argument("--tta", type=int, choices=ORIENTATION_COUNTS, default=1, help="test-time orientations (passes)")
@@ -81,7 +84,7 @@ def _segment(args) -> int:
     from DTCSegmentationLib.Parameters import SegmentParameters
 
     params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size,
-                               memoryGb=args.memory_gb, orientations=args.tta,
+                               precision=args.precision, memoryGb=args.memory_gb, orientations=args.tta,
                                largestComponent=not args.no_largest_component)
     inputs = []
     for path in args.inputs:

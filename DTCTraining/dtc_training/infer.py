@@ -22,6 +22,7 @@ from .errors import InputError
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
+from .quantization import PRECISIONS, quantized_copy
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
 from .volumes import VolumeError, check_volume, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
 
@@ -32,8 +33,8 @@ THRESHOLD = 0.5  # official: label = mean probability > 0.5
 
 
 class Model:
-    """A loaded network, its metadata and the device it runs on; the fast-mode (BN-folded) copy is built
-    once, on first use."""
+    """A loaded network, its metadata and the device it runs on; the fast-mode copies (BN-folded, and its
+    int8 quantization) are built once, on first use."""
 
     def __init__(self, net: DualTaskVNet, meta: dict, device: str | torch.device | None = None):
         if meta.get("in_channels", 1) != 1:
@@ -41,6 +42,7 @@ class Model:
         self.device = resolve_device(device)
         self.net, self.meta = net.to(self.device).eval(), meta
         self._folded: FoldedVNet | None = None
+        self._int8: torch.nn.Module | None = None
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device | None = None) -> "Model":
@@ -54,6 +56,12 @@ class Model:
             self._folded = FoldedVNet(self.net)
         return self._folded
 
+    @property
+    def int8(self) -> torch.nn.Module:
+        if self._int8 is None:
+            self._int8 = quantized_copy(self.folded, self.meta["patch_size"])
+        return self._int8
+
 
 @dataclass
 class Segmentation:
@@ -65,19 +73,26 @@ class Segmentation:
 def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: str = "fast",
             largest_component: bool = False, probability: bool = False, spacing: Sequence[float] | None = None,
             normalize: bool = True, memory_gb: float | None = None, window_size: str = "patch",
-            orientations: int = 1, name: str = "image") -> Segmentation:
+            orientations: int = 1, precision: str = "fp32", name: str = "image") -> Segmentation:
     """Segment one volume. A numpy array is (x, y, z) on the grid of `spacing` (mm; None = already on
     the model's grid). `normalize=False` skips the z-score for data stored normalised (the UA-MT h5 files).
     `largest_component` keeps the largest 26-connected component, as the official `--nms 1`.
     `window_size` sizes the fast mode's windows: "patch" (the training patch; default) or "volume" (one pass).
-    `orientations` > 1 averages over that many of the in-plane orientations seen in training (1, 2, 4, 8)."""
+    `orientations` > 1 averages over that many of the in-plane orientations seen in training (1, 2, 4, 8).
+    `precision="int8"` runs fast mode's network quantized, on the CPU only (see `quantization`)."""
     if mode not in MODES:
         raise InputError(f"mode {mode!r}: choose one of {', '.join(MODES)}")
     if orientations not in COUNTS:
         raise InputError(f"orientations {orientations}: choose one of {', '.join(map(str, COUNTS))}")
     if window_size not in WINDOW_SIZES:
         raise InputError(f"window size {window_size!r}: choose one of {', '.join(WINDOW_SIZES)}")
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "int8" and mode == "official":
+        raise InputError("official mode is the fp32 parity reference: int8 runs in fast mode only")
     model = model if isinstance(model, Model) else Model.load(model)
+    if precision == "int8" and model.device.type != "cpu":
+        raise InputError(f"int8 runs on the CPU only; on {model.device.type} fast mode already uses fp16")
     started = time.perf_counter()
     is_array = isinstance(image, np.ndarray)
     if is_array:
@@ -98,12 +113,13 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     if mode == "official":
         predict = partial(predict_official, model.net, patch=patch, device=model.device)
     else:
-        predict = partial(predict_fast, model.folded, patch=patch, device=model.device,
+        network = model.int8 if precision == "int8" else model.folded
+        predict = partial(predict_fast, network, patch=patch, device=model.device,
                           n_filters=model.meta["n_filters"], memory_gb=memory_gb,
                           max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
     if mode == "fast":
-        info["window_size"] = window_size
+        info.update(window_size=window_size, precision="fp16" if info.get("mixed_precision") else precision)
     if resampled:
         prob = to_array(resample_like(from_array(prob, grid), image), name)
     label = (prob > THRESHOLD).astype(np.uint8)

@@ -43,6 +43,14 @@ def phantoms(tmp_path_factory) -> Path:
     return out / "datalist.json"
 
 
+@pytest.fixture(scope="session")
+def trained_run(phantoms, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One 60-iteration `dtc train` run on the phantoms (folder, process), for every test that needs a
+    trained model."""
+    out = tmp_path_factory.mktemp("trained")
+    return out, run_dtc("train", "--datalist", phantoms, "-o", out, "--iterations", 60, "--val-every", 30, *TINY)
+
+
 @pytest.fixture
 def la_root() -> Path:
     if not (LA_ROOT / "train.list").is_file():

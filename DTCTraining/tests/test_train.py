@@ -17,8 +17,8 @@ from dtc_training.config import TrainConfig
 from dtc_training.model_io import load_model
 
 
-def test_short_training_learns_and_writes_a_loadable_model(phantoms, tmp_path):
-    proc = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--iterations", 60, "--val-every", 30, *TINY)
+def test_short_training_learns_and_writes_a_loadable_model(phantoms, trained_run):
+    run, proc = trained_run
     progress = events(proc.stdout, "progress")
     assert [p["iteration"] for p in progress] == list(range(1, 61))
     assert {"loss", "loss_dice", "loss_levelset", "loss_consistency", "lr", "it_per_s", "eta_s"} <= set(progress[0])
@@ -27,10 +27,10 @@ def test_short_training_learns_and_writes_a_loadable_model(phantoms, tmp_path):
     chance = 2 * fraction / (1 + fraction)  # Dice of calling everything foreground
     dice = events(proc.stdout, "validation")[-1]["dice"]
     assert dice > 0.4 and dice > 5 * chance
-    model, meta = load_model(tmp_path / "model.pt")
+    model, meta = load_model(run / "model.pt")
     assert meta["n_filters"] == 4 and meta["patch_size"] == [32, 32, 32] and meta["spacing"] is None
     assert meta["data"]["labeled"] == 3 and meta["data"]["unlabeled"] == 3 and meta["label_name"] == "Left atrium"
-    assert (tmp_path / "progress.jsonl").read_text().count('"event": "progress"') == 60
+    assert (run / "progress.jsonl").read_text().count('"event": "progress"') == 60
 
 
 # These resume tests extend a short run to stand in for an interrupted long one. That equals the long run

@@ -20,12 +20,13 @@ from DTCSegmentationLib.Parameters import ModuleState, SegmentParameters
 PARAMS = SegmentParameters(device="cpu", largestComponent=False)
 
 
-def expected(volume, model, tmp_path, largest=False, orientations=1):
+def expected(volume, model, tmp_path, largest=False, orientations=1, precision="fp32"):
     """What the backend's Python API gives for the same volume, written the way the logic writes it."""
     from dtc_training.infer import segment
 
     path = SceneIO.writeVolume(volume, tmp_path / "expected-input.nrrd")
-    label = segment(sitk.ReadImage(str(path)), str(model), largest_component=largest, orientations=orientations).label
+    label = segment(sitk.ReadImage(str(path)), str(model), largest_component=largest, orientations=orientations,
+                    precision=precision).label
     return sitk.GetArrayFromImage(label)
 
 
@@ -70,6 +71,23 @@ def test_test_time_orientations_reach_the_backend(scene, tinyModel, tmp_path):
     averaged = expected(volume, tinyModel, tmp_path, orientations=4)
     assert not np.array_equal(averaged, expected(volume, tinyModel, tmp_path))  # so the check below can fail
     assert np.array_equal(result, averaged)
+
+
+def test_int8_reaches_the_backend_on_the_cpu(scene, tinyModel, tmp_path):
+    assert SegmentParameters(precision="int8").arguments()[:6] == ["--mode", "fast", "--window-size", "patch",
+                                                                   "--precision", "int8"]
+    assert "--precision" not in SegmentParameters().arguments()
+    assert SegmentParameters(precision="int8", mode="official").problems() == [
+        "int8 runs in fast mode only (official mode is the fp32 reference)"]
+    assert SegmentParameters(precision="int8", device="cuda").problems() == [
+        "int8 runs on the CPU only: choose device cpu or auto"]
+    image, _ = phantom(5, size=(24, 20, 18))
+    volume = addVolume(scene, image, "patient", obliqueMatrix())
+    params = SegmentParameters(precision="int8", largestComponent=False)  # device auto: the CPU for int8
+    job = InferenceLogic(store=ModelStore(tmp_path / "store")).segment(volume, str(tinyModel), params=params, timeout=120)
+    result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
+    assert result.any()
+    assert np.array_equal(result, expected(volume, tinyModel, tmp_path, precision="int8"))
 
 
 def test_a_volume_under_a_transform_gets_its_segmentation_under_the_same_transform(scene, tinyModel, tmp_path):

@@ -22,9 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--mode", choices=["fast", "official"], default="fast")
     model.add_argument("--window-size", choices=["patch", "volume"], default="patch",
                        help="fast-mode window size: patch (default) or volume (see dtc infer)")
+    model.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                       help="fast-mode arithmetic on the CPU: fp32 (default) or int8 (see dtc infer)")
     model.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                        help="average over N in-plane orientations seen in training (1, 2, 4 or 8)")
-    model.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    model.add_argument("--device", default="auto",
+                       help="auto (CUDA if present; the CPU with --precision int8), cpu, cuda, cuda:N")
     p.add_argument("--largest-component", action="store_true",
                    help="keep the largest connected component of each prediction before scoring")
     p.add_argument("--json", type=Path, help="write per-case and mean results as JSON")
@@ -35,6 +38,7 @@ def run(args) -> int:
     from .. import evaluate as ev
     from ..errors import InputError
     from ..infer import Model, check_output
+    from ..quantization import inference_device
 
     from_files, from_model = bool(args.pred or args.gt), bool(args.model or args.la_root)
     if from_files == from_model:
@@ -53,12 +57,13 @@ def run(args) -> int:
         if args.max_cases is not None and args.max_cases < 1:
             raise InputError(f"--max-cases {args.max_cases}: must be at least 1")
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
-        model = Model.load(args.model, args.device)
+        model = Model.load(args.model, inference_device(args.device, args.precision))
         settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device))
         if args.mode == "fast":
-            settings["window_size"] = args.window_size
+            settings.update(window_size=args.window_size, precision=args.precision)
         cases = ev.evaluate_model(model, args.la_root, case_ids, mode=args.mode, window_size=args.window_size,
-                                  largest_component=args.largest_component, orientations=args.tta)
+                                  largest_component=args.largest_component, orientations=args.tta,
+                                  precision=args.precision)
     result = ev.report(cases, settings)
     print(ev.format_table(result))
     if args.json:

@@ -21,11 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--window-size", choices=["patch", "volume"], default="patch",
                    help="fast-mode window size: patch (default: the training patch, the most accurate) or "
                         "volume (as large as --memory-gb allows, one pass when it fits: the fastest)")
+    p.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
+                   help="fast-mode arithmetic on the CPU: fp32 (default) or int8 (about 3x faster on CPUs with "
+                        "VNNI; labels agree with fp32 at Dice ~0.995)")
     p.add_argument("--largest-component", action="store_true", help="keep the largest connected component only")
     p.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                    help="average over N in-plane orientations seen in training (1, 2, 4 or 8; N passes; default 1)")
     p.add_argument("--probability", action="store_true", help="also write <input>-probability maps")
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA if present; the CPU with --precision int8), cpu, cuda, cuda:N")
     p.add_argument("--memory-gb", type=float, help="activation memory for fast-mode windows (default: 2.5 on "
                                                     "the CPU, 80%% of free GPU memory)")
     p.add_argument("--report", type=Path, help="write the per-input reports as JSON")
@@ -37,16 +41,18 @@ def run(args) -> int:
     from ..errors import InputError
     from ..files import atomic_json_save
     from ..infer import Model, check_output, segment_files
+    from ..quantization import inference_device
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.memory_gb is not None and args.memory_gb <= 0:
         raise InputError(f"--memory-gb {args.memory_gb}: must be positive")
     if args.report:
         check_output(args.report)
-    model = Model.load(args.model, args.device)
+    model = Model.load(args.model, inference_device(args.device, args.precision))
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
-                            window_size=args.window_size, orientations=args.tta)
+                            window_size=args.window_size, orientations=args.tta, precision=args.precision)
     if args.report:
         atomic_json_save({"model": str(args.model), "reports": reports}, args.report)
     return 0
+

@@ -1,0 +1,78 @@
+"""int8 inference on the CPU: a post-training static quantization of the BN-folded network.
+
+oneDNN/FBGEMM run the quantized 3x3x3 convolutions several times faster than fp32 ones on CPUs with
+8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI), which is where fast mode spends its time. The
+labels move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA cases: docs/benchmarks.md,
+"int8 on the CPU"), so int8 is opt-in, never the default.
+
+- Calibration needs no data: the activation ranges are observed on one synthetic LA phantom
+  (`phantoms.make_phantom`, z-scored as a scan is) at the model's patch size. On real LA windows the
+  ranges gave the same agreement.
+- The transposed convolutions stay in fp32: torch's quantized ConvTranspose3d returned errors larger
+  than the output itself on a random test layer (torch 2.13, x86 engine).
+- This uses torch's FX graph-mode quantization (`torch.ao.quantization`), which torch marks deprecated
+  in favour of the separate torchao package; a torch without it, or without an x86/FBGEMM quantized
+  engine (ARM), gets a clear error instead of a guess."""
+from __future__ import annotations
+
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import InputError
+from .phantoms import make_phantom
+from .sliding_window import FoldedVNet, _round_up
+from .volumes import zscore
+
+PRECISIONS = ("fp32", "int8")
+_ENGINES = ("x86", "fbgemm")  # quantized engines with 3D convolution kernels
+_CALIBRATION_SEED = 0
+
+
+def quantization_engine() -> str:
+    """The quantized engine int8 inference uses; InputError where this torch has none for 3D convolutions."""
+    engines = getattr(torch.backends, "quantized", None)
+    available = engines.supported_engines if engines is not None else []
+    for engine in _ENGINES:
+        if engine in available:
+            return engine
+    raise InputError(f"int8 inference needs torch's x86 (FBGEMM) quantized kernels, which torch "
+                     f"{torch.__version__} on this machine lacks (engines: {', '.join(available) or 'none'}); "
+                     f"use --precision fp32")
+
+
+def inference_device(requested: str, precision: str) -> str:
+    """int8 is a CPU mode, so `auto` means the CPU for it."""
+    return "cpu" if precision == "int8" and requested == "auto" else requested
+
+
+def calibration_window(patch: Sequence[int]) -> torch.Tensor:
+    """A z-scored phantom of the fast-mode window size, (1, 1, x, y, z)."""
+    image, _ = make_phantom(np.random.default_rng(_CALIBRATION_SEED), size=tuple(_round_up(p) for p in patch))
+    return torch.from_numpy(zscore(image))[None, None]
+
+
+def quantized_copy(folded: FoldedVNet, patch: Sequence[int]) -> nn.Module:
+    """An int8 copy of the folded network for the CPU: same call and output (sigmoid(seg), float32)."""
+    engine = quantization_engine()
+    try:
+        from torch.ao.quantization import QConfig, QConfigMapping, MinMaxObserver, default_per_channel_weight_observer
+        from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    except ImportError as error:
+        raise InputError(f"int8 inference needs torch.ao.quantization, which torch {torch.__version__} "
+                         f"lacks ({error}); use --precision fp32") from None
+    torch.backends.quantized.engine = engine
+    # 7-bit activations (0..127), as torch's x86 default: without VNNI the 8-bit products can saturate.
+    qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127),
+                      weight=default_per_channel_weight_observer)
+    mapping = QConfigMapping().set_global(qconfig).set_object_type(nn.ConvTranspose3d, None)
+    window = calibration_window(patch)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per call: see the docstring
+        prepared = prepare_fx(folded.cpu().eval(), mapping, (window,))
+        with torch.inference_mode():
+            prepared(window)
+        return convert_fx(prepared)
