@@ -59,7 +59,7 @@ class Model:
     @property
     def int8(self) -> torch.nn.Module:
         if self._int8 is None:
-            self._int8 = quantized_copy(self.folded, self.meta["patch_size"])
+            self._int8 = quantized_copy(self.folded)
         return self._int8
 
 
