@@ -182,7 +182,7 @@ def main() -> None:
     summary = {
         "model": str(args.model), "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch_threads": args.threads or torch.get_num_threads(),
-        "official": official, "fast": fast["fast"], "fast_volume": fast["fast-volume"], "fast_tta4": tta[4],
+        "official": official, **{name.replace("-", "_"): r for name, r in fast.items()}, "fast_tta4": tta[4],
         "fast_tta8": tta[8], "plain_forward": plain,
         **{f"clinical_{name.replace('-', '_')}": r for name, r in clinical.items()},
         **{f"speedup_{name.replace('-', '_')}_vs_official": round(official["seconds"] / r["seconds"], 1)
