@@ -252,8 +252,9 @@ def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path
         if probability:
             write_image(result.probability, probability_path(label_path))
             report["probability"] = str(probability_path(label_path))
-        log.info("%s -> %s (%s mode, %d window(s) x %d orientation(s) on %s, largest component %s, %.1f s)",
-                 source, label_path, report["mode"], report["windows"], report["orientations"], report["device"],
+        log.info("%s -> %s (%s mode, %s, %d window(s) x %d orientation(s) on %s, largest component %s, %.1f s)",
+                 source, label_path, report["mode"], report.get("precision", "fp32"), report["windows"],
+                 report["orientations"], report["device"],
                  "applied" if report["largest_component"] else "not applied", report["seconds"])
         reports.append(report)
     return reports

@@ -8,7 +8,7 @@ labels move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA
 - Calibration needs no data: the activation ranges are observed on one small synthetic LA phantom
   (`phantoms.make_phantom`, z-scored as a scan is). Phantoms of 48x48x32, 64x64x48 and 112x112x80 voxels,
   and (in a first trial) real LA windows gave the same agreement with fp32 on the held-out LA cases; the small one costs
-  0.2 s. (Quantizing also imports torch's FX tracer, about 1.5 s once per process.)
+  0.2 s; quantizing takes about 0.6 s in all.
 - The transposed convolutions stay in fp32: torch's quantized ConvTranspose3d returned errors larger
   than the output itself on a random test layer (torch 2.13, x86 engine).
 - This uses torch's FX graph-mode quantization (`torch.ao.quantization`), which torch marks deprecated
@@ -71,9 +71,15 @@ def quantized_copy(folded: FoldedVNet) -> nn.Module:
                       weight=default_per_channel_weight_observer)
     mapping = QConfigMapping().set_global(qconfig).set_object_type(nn.ConvTranspose3d, None)
     window = calibration_window()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per call: see the docstring
-        prepared = prepare_fx(folded.cpu().eval(), mapping, (window,))
-        with torch.inference_mode():
-            prepared(window)
-        return convert_fx(prepared)
+    # The tracer's per-node Python stack traces (debugging aids) cost about a second here: off while tracing.
+    previous = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.ao's deprecation notices, once per call: see the docstring
+            prepared = prepare_fx(folded.cpu().eval(), mapping, (window,))
+            with torch.inference_mode():
+                prepared(window)
+            return convert_fx(prepared)
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = previous

@@ -45,8 +45,10 @@ def test_cli_reports_int8(tmp_path):
     image, _, _ = ball_image()
     source, report = tmp_path / "scan.nrrd", tmp_path / "report.json"
     sitk.WriteImage(image, str(source))
-    run_dtc("infer", "--model", model, source, "-o", tmp_path / "label.nrrd", "--precision", "int8", "--report", report)
+    proc = run_dtc("infer", "--model", model, source, "-o", tmp_path / "label.nrrd", "--precision", "int8",
+                   "--report", report)
     assert json.loads(report.read_text())["reports"][0]["precision"] == "int8"
+    assert "(fast mode, int8, " in proc.stderr
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "label.nrrd"))).any()
 
 
