@@ -195,10 +195,10 @@ def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int],
     return prob, {"mode": "official", "device": str(device), "windows": plan.windows, "window": list(plan.roi)}
 
 
-def predict_fast(folded: nn.Module, array: np.ndarray, patch: Sequence[int], device: torch.device,
+def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], device: torch.device,
                  n_filters: int, memory_gb: float | None = None,
                  max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
-    """Fast-mode probabilities of `folded`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a time on the CPU, as many as the memory
+    """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a time on the CPU, as many as the memory
     budget holds on CUDA. On out-of-memory: halve the window batch, then the window size, then (on CUDA)
     move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb)
@@ -209,8 +209,8 @@ def predict_fast(folded: nn.Module, array: np.ndarray, patch: Sequence[int], dev
         if batch_cap is not None:
             plan.batch = min(plan.batch, batch_cap)
         try:
-            folded.to(device)
-            prob = _run(folded, array, plan, device, amp=device.type == "cuda")
+            network.to(device)
+            prob = _run(network, array, plan, device, amp=device.type == "cuda")
             info = {"mode": "fast", "device": str(device), "windows": plan.windows, "window": list(plan.roi),
                     "window_batch": plan.batch, "mixed_precision": device.type == "cuda"}
             return prob, info

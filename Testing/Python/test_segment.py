@@ -158,7 +158,8 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
         image, _ = phantom(i, size=(20, 20, 20))
         # dots in the names: scan.v0 and scan.v1 must not both become "scan"
         inputs.append(SceneIO.writeVolume(addVolume(scene, image, f"in{i}", obliqueMatrix()), tmp_path / f"scan.v{i}.nrrd"))
-    run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "--tta", "2", "-o", tmp_path / "out", *inputs)
+    run = _batch("--", "segment", "--model", tinyModel, "--device", "cpu", "--tta", "2", "--precision", "int8",
+                 "-o", tmp_path / "out", *inputs)
     assert run.returncode == 0, run.stderr
     for path in inputs:
         out = tmp_path / "out" / f"{path.name[:-5]}.seg.nrrd"
@@ -167,8 +168,9 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
         segmentId = seg.GetSegmentation().GetSegmentIdBySegmentName("Left atrium")
         assert segmentId
         result = SceneIO.segmentArray(seg, segmentId, volume)
-        # the batch default keeps the largest component; --tta 2 must reach the backend
-        assert np.array_equal(result, expected(volume, tinyModel, tmp_path, largest=True, orientations=2))
+        # the batch default keeps the largest component; --tta 2 and --precision int8 must reach the backend
+        assert np.array_equal(result, expected(volume, tinyModel, tmp_path, largest=True, orientations=2,
+                                                precision="int8"))
 
     failed = _batch("segment", "--model", tinyModel, "-o", tmp_path / "out", tmp_path / "missing.nrrd")
     assert failed.returncode == 2 and "missing.nrrd" in failed.stderr
