@@ -55,4 +55,3 @@ def run(args) -> int:
     if args.report:
         atomic_json_save({"model": str(args.model), "reports": reports}, args.report)
     return 0
-
