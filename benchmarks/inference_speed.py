@@ -189,7 +189,8 @@ def main() -> None:
            for name, r in [*fast.items(), *((f"fast-tta{n}", tta[n]) for n in (4, 8))]},
         **{f"{name.replace('-', '_')}_vs_plain_forward": round(r["seconds"] / plain["seconds"], 2) for name, r in fast.items()},
         **{f"dice_official_vs_{name.replace('-', '_')}": round(dice(labels["official"], labels[name]), 5) for name in fast},
-        **({"dice_fast_vs_fast_int8": round(dice(labels["fast"], labels["fast-int8"]), 5)} if "fast-int8" in fast else {}),
+        **({"dice_fast_vs_fast_int8": round(dice(labels["fast"], labels["fast-int8"]), 5)}
+           if "fast-int8" in fast else {}),
         "foreground_voxels": {name: int(label.sum()) for name, label in labels.items()},
     }
     print(json.dumps(summary, indent=2))

@@ -118,8 +118,9 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
                           n_filters=model.meta["n_filters"], memory_gb=memory_gb,
                           max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
+    info["precision"] = "fp16" if info.get("mixed_precision") else precision  # official: always fp32
     if mode == "fast":
-        info.update(window_size=window_size, precision="fp16" if info.get("mixed_precision") else precision)
+        info["window_size"] = window_size
     if resampled:
         prob = to_array(resample_like(from_array(prob, grid), image), name)
     label = (prob > THRESHOLD).astype(np.uint8)
@@ -253,7 +254,7 @@ def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path
             write_image(result.probability, probability_path(label_path))
             report["probability"] = str(probability_path(label_path))
         log.info("%s -> %s (%s mode, %s, %d window(s) x %d orientation(s) on %s, largest component %s, %.1f s)",
-                 source, label_path, report["mode"], report.get("precision", "fp32"), report["windows"],
+                 source, label_path, report["mode"], report["precision"], report["windows"],
                  report["orientations"], report["device"],
                  "applied" if report["largest_component"] else "not applied", report["seconds"])
         reports.append(report)

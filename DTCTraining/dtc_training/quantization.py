@@ -7,8 +7,8 @@ labels move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA
 
 - Calibration needs no data: the activation ranges are observed on one small synthetic LA phantom
   (`phantoms.make_phantom`, z-scored as a scan is). Phantoms of 48x48x32, 64x64x48 and 112x112x80 voxels,
-  and (in a first trial) real LA windows gave the same agreement with fp32 on the held-out LA cases; the small one costs
-  0.2 s; quantizing takes about 0.6 s in all.
+  and (in a first trial) real LA windows gave the same agreement with fp32 on held-out LA cases. The small
+  phantom costs 0.2 s; quantizing takes about 0.65 s in all.
 - The transposed convolutions stay in fp32: torch's quantized ConvTranspose3d returned errors larger
   than the output itself on a random test layer (torch 2.13, x86 engine).
 - This uses torch's FX graph-mode quantization (`torch.ao.quantization`), which torch marks deprecated

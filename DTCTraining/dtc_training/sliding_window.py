@@ -198,7 +198,8 @@ def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int],
 def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], device: torch.device,
                  n_filters: int, memory_gb: float | None = None,
                  max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
-    """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a time on the CPU, as many as the memory
+    """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a
+    time on the CPU, as many as the memory
     budget holds on CUDA. On out-of-memory: halve the window batch, then the window size, then (on CUDA)
     move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb)

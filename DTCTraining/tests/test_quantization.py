@@ -30,10 +30,11 @@ def test_int8_of_a_trained_model_keeps_its_labels(phantoms, trained_run):
 
 def test_int8_labels_the_ball_as_fp32_does(tmp_path):
     model = Model.load(threshold_model_file(tmp_path / "model.pt", spacing=None), "cpu")
-    image, centre, radius = ball_image(size=(70, 50, 30), spacing=(1.0, 1.0, 1.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
-                                       centre_index=(35, 25, 15))
+    image, _, _ = ball_image(size=(70, 50, 30), spacing=(1.0, 1.0, 1.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
+                             centre_index=(35, 25, 15))
     fp32, int8 = segment(image, model), segment(image, model, precision="int8")
     assert (fp32.info["precision"], int8.info["precision"]) == ("fp32", "int8")
+    assert segment(image, model, mode="official").info["precision"] == "fp32"  # every report names it
     assert int8.info["windows"] == fp32.info["windows"] > 1
     label = sitk.GetArrayFromImage(int8.label)
     assert label.sum() > 1000

@@ -84,7 +84,8 @@ def test_int8_reaches_the_backend_on_the_cpu(scene, tinyModel, tmp_path):
     image, _ = phantom(5, size=(24, 20, 18))
     volume = addVolume(scene, image, "patient", obliqueMatrix())
     params = SegmentParameters(precision="int8", largestComponent=False)  # device auto: the CPU for int8
-    job = InferenceLogic(store=ModelStore(tmp_path / "store")).segment(volume, str(tinyModel), params=params, timeout=120)
+    logic = InferenceLogic(store=ModelStore(tmp_path / "store"))
+    job = logic.segment(volume, str(tinyModel), params=params, timeout=120)
     result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
     assert result.any()
     assert np.array_equal(result, expected(volume, tinyModel, tmp_path, precision="int8"))
