@@ -130,7 +130,7 @@ def main() -> None:
             if now >= deadline:
                 for m in running:
                     stop(processes[m])
-                    status[m] = (f"trained, then stopped at the deadline during its evaluations"
+                    status[m] = ("trained, then stopped at the deadline during its evaluations"
                                  if report[m].done >= report[m].total else
                                  f"stopped at the deadline after {report[m].done} of {report[m].total} iterations")
             elif late and len(training) > 1:

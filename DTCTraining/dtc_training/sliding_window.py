@@ -199,9 +199,8 @@ def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], de
                  n_filters: int, memory_gb: float | None = None,
                  max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
     """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a
-    time on the CPU, as many as the memory
-    budget holds on CUDA. On out-of-memory: halve the window batch, then the window size, then (on CUDA)
-    move to the CPU; each step is logged."""
+    time on the CPU, as many as the memory budget holds on CUDA. On out-of-memory: halve the window batch,
+    then the window size, then (on CUDA) move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb)
     batch_cap = CPU_WINDOW_BATCH if device.type == "cpu" else None
     min_voxels = math.prod(_round_up(p) for p in patch)
