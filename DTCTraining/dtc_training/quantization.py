@@ -1,9 +1,10 @@
 """int8 inference on the CPU: a post-training static quantization of the BN-folded network.
 
-oneDNN/FBGEMM run the quantized 3x3x3 convolutions several times faster than fp32 ones on CPUs with
-8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI), which is where fast mode spends its time. The
-labels move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA cases: docs/benchmarks.md,
-"int8 on the CPU"), so int8 is opt-in, never the default.
+The quantized 3x3x3 convolutions, where fast mode spends its time, run 2-3x faster than fp32 ones: 2.9x
+with torch's x86 engine on a CPU with 8-bit dot-product instructions (AVX512-VNNI), 2x with the oneDNN
+engine on an AVX2-only CPU, where the x86 engine (which picks FBGEMM's kernels for these 3D convolutions)
+ran slower than fp32 (docs/benchmarks.md, "int8 on the CPU"). So oneDNN's engine comes first. The labels
+move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA cases).
 
 - Calibration needs no data: the activation ranges are observed on one small synthetic LA phantom
   (`phantoms.make_phantom`, z-scored as a scan is). Phantoms of 48x48x32, 64x64x48 and 112x112x80 voxels,
@@ -12,8 +13,8 @@ labels move slightly (Dice about 0.995 against fp32 fast mode on the held-out LA
 - The transposed convolutions stay in fp32: torch's quantized ConvTranspose3d returned errors larger
   than the output itself on a random test layer (torch 2.13, x86 engine).
 - This uses torch's FX graph-mode quantization (`torch.ao.quantization`), which torch marks deprecated
-  in favour of the separate torchao package; a torch without it, or without an x86/FBGEMM quantized
-  engine (ARM), gets a clear error instead of a guess."""
+  in favour of the separate torchao package; a torch without it, or without a quantized engine that has
+  3D convolutions (QNNPACK alone, as on some ARM builds), gets a clear error instead of a guess."""
 from __future__ import annotations
 
 import warnings
@@ -28,7 +29,7 @@ from .sliding_window import FoldedVNet
 from .volumes import zscore
 
 PRECISIONS = ("fp32", "int8")
-_ENGINES = ("x86", "fbgemm")  # quantized engines with 3D convolution kernels
+ENGINES = ("onednn", "x86", "fbgemm")  # quantized engines with 3D convolution kernels, fastest first
 CALIBRATION_SIZE = (64, 64, 48)  # voxels; multiples of 16, as every window
 _CALIBRATION_SEED = 0
 
@@ -37,10 +38,10 @@ def quantization_engine() -> str:
     """The quantized engine int8 inference uses; InputError where this torch has none for 3D convolutions."""
     engines = getattr(torch.backends, "quantized", None)
     available = engines.supported_engines if engines is not None else []
-    for engine in _ENGINES:
+    for engine in ENGINES:
         if engine in available:
             return engine
-    raise InputError(f"int8 inference needs torch's x86 (FBGEMM) quantized kernels, which torch "
+    raise InputError(f"int8 inference needs torch's oneDNN or x86 (FBGEMM) quantized kernels, which torch "
                      f"{torch.__version__} on this machine lacks (engines: {', '.join(available) or 'none'}); "
                      f"use --precision fp32")
 
@@ -56,9 +57,11 @@ def calibration_window(size=CALIBRATION_SIZE) -> torch.Tensor:
     return torch.from_numpy(zscore(image))[None, None]
 
 
-def quantized_copy(folded: FoldedVNet) -> nn.Module:
-    """An int8 copy of the folded network for the CPU: same call and output (sigmoid(seg), float32)."""
-    engine = quantization_engine()
+def quantized_copy(folded: FoldedVNet, engine: str | None = None) -> nn.Module:
+    """An int8 copy of the folded network for the CPU: same call and output (sigmoid(seg), float32).
+    `engine`: a torch quantized engine (benchmarks/int8_engines.py compares them); default: the first of
+    `ENGINES` this torch has."""
+    engine = engine or quantization_engine()
     try:
         from torch.ao.quantization import QConfig, QConfigMapping, MinMaxObserver, default_per_channel_weight_observer
         from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx

@@ -60,7 +60,7 @@ def test_refusals(tmp_path, monkeypatch):
         segment(image, model, precision="int4")
     with pytest.raises(InputError, match="official mode is the fp32 parity reference"):
         segment(image, model, mode="official", precision="int8")
-    monkeypatch.setattr(quantization, "_ENGINES", ("no-such-engine",))  # as on an ARM build of torch
+    monkeypatch.setattr(quantization, "ENGINES", ("no-such-engine",))  # as on an ARM build of torch
     with pytest.raises(InputError, match="lacks .*use --precision fp32"):
         segment(image, model, precision="int8")
 
