@@ -26,8 +26,8 @@ from dtc_training.metrics import dice
 from la_accuracy import write_model_result  # benchmarks/ is on the path of a script run from it
 
 HERE = Path(__file__).resolve().parent
-MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast"},
-         "fast-volume": {"mode": "fast", "window_size": "volume"},
+MODES = {"official": {"mode": "official"}, "fast": {"mode": "fast", "precision": "fp32"},
+         "fast-volume": {"mode": "fast", "window_size": "volume", "precision": "fp32"},
          "fast-int8": {"mode": "fast", "precision": "int8"}}  # segment()'s options of each compared mode
 
 

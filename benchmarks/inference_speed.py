@@ -1,8 +1,8 @@
-"""Inference speed: `official` vs the default `fast` mode (windows of the training patch) on one LA-sized
-volume with the same weights, plus `fast` with whole-volume windows (`--window-size volume`), `fast`
-averaged over 4 and 8 orientations (`--tta`), `fast` in int8 on the CPU (`--precision int8`), one plain
-forward pass over the whole padded volume and a clinical full field of view (576x576x88 at 0.625 mm) in
-each fast variant but `--tta`. Each measurement runs in its own process, so peak RSS is its own.
+"""Inference speed: `official` vs the default `fast` mode (windows of the training patch, `--precision auto`:
+int8 on an x86-64 CPU, fp16 on CUDA) on one LA-sized volume with the same weights, plus `fast` in fp32,
+`fast` with whole-volume windows (`--window-size volume`), `fast` averaged over 4 and 8 orientations
+(`--tta`), one plain forward pass over the whole padded volume and a clinical full field of view
+(576x576x88 at 0.625 mm) in each fast variant but `--tta`. Each measurement runs in its own process, so peak RSS is its own.
 
     python benchmarks/inference_speed.py --model MODEL.pt [--case ID] [--la-root DIR]
     python benchmarks/inference_speed.py --fit 150       # no model at hand: fit one quickly (see fit_model)
@@ -30,15 +30,16 @@ from dtc_training.infer import Model, segment
 from dtc_training.metrics import dice
 from dtc_training.model import DualTaskVNet
 from dtc_training.model_io import load_model, save_model
+from dtc_training.precision import resolve_precision
 
 DEFAULT_LA = Path(__file__).resolve().parents[2] / "shared" / "data" / "LA"
 VARIANTS = {  # segment() options of each timed variant
     "official": {"mode": "official"},
-    "fast": {"mode": "fast"},  # windows of the training patch, the default
+    "fast": {"mode": "fast"},  # the default: windows of the training patch, precision auto
+    "fast-fp32": {"mode": "fast", "precision": "fp32"},  # the default until 2026-11-27 (on the CPU)
     "fast-volume": {"mode": "fast", "window_size": "volume"},
     "fast-tta4": {"mode": "fast", "orientations": 4},
     "fast-tta8": {"mode": "fast", "orientations": 8},
-    "fast-int8": {"mode": "fast", "precision": "int8"},  # CPU only
 }
 
 
@@ -72,7 +73,8 @@ def worker(args) -> dict:
         net, meta = load_model(args.model)
     else:
         model = Model.load(args.model, device)
-        if VARIANTS[args.worker].get("precision") == "int8":
+        options = VARIANTS[args.worker]
+        if resolve_precision(options.get("precision", "auto"), options["mode"], device) == "int8":
             model.int8  # quantized once per loaded model, like the load itself
     load_seconds = round(time.perf_counter() - started, 2)
 
@@ -87,7 +89,7 @@ def worker(args) -> dict:
             return {"window": size}
         result = segment(array, model, spacing=la.SPACING, normalize=False, **VARIANTS[args.worker])
         np.save(args.out, result.label)
-        return {k: result.info[k] for k in ("windows", "window")}
+        return {k: result.info[k] for k in ("windows", "window", "precision")}
 
     warmup = None
     if cuda:  # the first call pays CUDA's start-up and kernel selection: timed apart, then the second is timed
@@ -173,7 +175,7 @@ def main() -> None:
                 p.error("give --model, or --fit N to fit one")
             args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"), torch.device(args.device))
         official = run_worker(args, "official", tmp / "official.npy")
-        fast_names = ("fast", "fast-volume") + (("fast-int8",) if args.device == "cpu" else ())
+        fast_names = ("fast", "fast-fp32", "fast-volume")
         fast = {name: run_worker(args, name, tmp / f"{name}.npy") for name in fast_names}
         tta = {n: run_worker(args, f"fast-tta{n}", tmp / f"fast-tta{n}.npy") for n in (4, 8)}
         plain = run_worker(args, "plain", tmp / "plain.npy")
@@ -189,8 +191,7 @@ def main() -> None:
            for name, r in [*fast.items(), *((f"fast-tta{n}", tta[n]) for n in (4, 8))]},
         **{f"{name.replace('-', '_')}_vs_plain_forward": round(r["seconds"] / plain["seconds"], 2) for name, r in fast.items()},
         **{f"dice_official_vs_{name.replace('-', '_')}": round(dice(labels["official"], labels[name]), 5) for name in fast},
-        **({"dice_fast_vs_fast_int8": round(dice(labels["fast"], labels["fast-int8"]), 5)}
-           if "fast-int8" in fast else {}),
+        "dice_fast_vs_fast_fp32": round(dice(labels["fast"], labels["fast-fp32"]), 5),
         "foreground_voxels": {name: int(label.sum()) for name, label in labels.items()},
     }
     print(json.dumps(summary, indent=2))

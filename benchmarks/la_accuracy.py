@@ -28,8 +28,8 @@ method states all augmentation switches and its learning-rate schedule (the offi
 `poly`), so it stays the same when a default changes. Run them with --methods.
 
 Every model is also scored in `fast` mode with `--tta 8` (test-time orientation averaging, without
-post-processing). Fast-mode scores use whole-volume windows (`--window-size volume`), as when the first
-rows were recorded.
+post-processing). Fast-mode scores use whole-volume windows (`--window-size volume`) and the arithmetic of
+the first rows (fp32 on the CPU, fp16 on CUDA; the CPU default became int8 later), as when those were recorded.
 
 A run folder that already holds a model is not trained again, and its evaluation files are reused (each
 record names the device every evaluation ran on), so a benchmark stopped by a lease's end finishes on
@@ -58,8 +58,15 @@ PROTOCOLS = {
 }
 # Fast-mode evaluations keep whole-volume windows, as every recorded row was measured before patch-sized
 # windows became dtc's default (docs/benchmarks.md, "Window size"), so that rows stay comparable.
-FAST = ["--mode", "fast", "--window-size", "volume"]
-EVALUATION_MODE = {"lite": FAST, "full": ["--mode", "official"]}
+OFFICIAL = ["--mode", "official"]
+
+
+def fast_flags(device: str) -> list[str]:
+    """Fast mode as the first rows were scored: whole-volume windows, fp32 on the CPU, fp16 on CUDA."""
+    import torch
+
+    on_cuda = device != "cpu" and torch.cuda.is_available()
+    return ["--mode", "fast", "--window-size", "volume", "--precision", "fp16" if on_cuda else "fp32"]
 AUGMENTATIONS = ("intensity", "spatial", "low-contrast")  # dtc train's --[no-]<name>-augmentation switches
 
 
@@ -157,9 +164,10 @@ def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, dev
             tail = (run_dir / "train.log").read_text()[-2000:]
             return {**record, "status": f"training failed (exit {code})", "log": tail}
         record["train_seconds"] = round(time.time() - started)
-    evaluations = {"without_lcc": EVALUATION_MODE[protocol],
-                   "with_lcc": [*EVALUATION_MODE[protocol], "--largest-component"],
-                   "fast_tta8": [*FAST, "--tta", "8"]}  # orientation averaging
+    fast = fast_flags(device)
+    scored = fast if protocol == "lite" else OFFICIAL
+    evaluations = {"without_lcc": scored, "with_lcc": [*scored, "--largest-component"],
+                   "fast_tta8": [*fast, "--tta", "8"]}  # orientation averaging
     for key, flags in evaluations.items():
         result_file = run_dir / f"evaluation-{key}.json"
         evaluate = dtc("evaluate", "--model", str(run_dir / "model.pt"), "--la-root", str(la_root),

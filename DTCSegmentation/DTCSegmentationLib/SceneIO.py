@@ -262,6 +262,9 @@ def segmentArray(segmentationNode, segmentId: str, referenceVolume) -> np.ndarra
         ids = vtk.vtkStringArray()
         ids.InsertNextValue(segmentId)
         segmentationsLogic(mrmlScene).ExportSegmentsToLabelmapNode(segmentationNode, ids, out, referenceVolume)
+        image = out.GetImageData()
+        if image is None or image.GetPointData().GetScalars() is None:  # an empty segment exports no voxels
+            return np.zeros(slicer.util.arrayFromVolume(referenceVolume).shape, np.uint8)
         return (slicer.util.arrayFromVolume(out) > 0).astype(np.uint8)
     finally:
         mrmlScene.RemoveNode(out)

@@ -82,7 +82,7 @@ def evaluate_files(pairs: Sequence[tuple[Path, Path]], largest_component: bool =
 
 def evaluate_model(model: Model, root: str | Path, case_ids: Sequence[str], *, mode: str = "fast",
                    window_size: str = "patch", largest_component: bool = False, orientations: int = 1,
-                   precision: str = "fp32") -> list[dict]:
+                   precision: str = "auto") -> list[dict]:
     """Segment each LA h5 case (stored already z-scored, so not normalised again, as the official test)."""
     cases = []
     for case_id in case_ids:

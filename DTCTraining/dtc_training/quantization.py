@@ -28,7 +28,6 @@ from .phantoms import make_phantom
 from .sliding_window import FoldedVNet
 from .volumes import zscore
 
-PRECISIONS = ("fp32", "int8")
 ENGINES = ("onednn", "x86", "fbgemm")  # quantized engines with 3D convolution kernels, fastest first
 CALIBRATION_SIZE = (64, 64, 48)  # voxels; multiples of 16, as every window
 _CALIBRATION_SEED = 0
@@ -44,11 +43,6 @@ def quantization_engine() -> str:
     raise InputError(f"int8 inference needs torch's oneDNN or x86 (FBGEMM) quantized kernels, which torch "
                      f"{torch.__version__} on this machine lacks (engines: {', '.join(available) or 'none'}); "
                      f"use --precision fp32")
-
-
-def inference_device(requested: str, precision: str) -> str:
-    """int8 is a CPU mode, so `auto` means the CPU for it."""
-    return "cpu" if precision == "int8" and requested == "auto" else requested
 
 
 def calibration_window(size=CALIBRATION_SIZE) -> torch.Tensor:

@@ -7,7 +7,7 @@
   largest windows that fit a memory budget (`"volume"`: a whole-volume pass when it fits), batched
   (two at a time on the CPU, as many as fit on CUDA), Gaussian blending where windows overlap, a
   BN-folded channels-last copy of the network with a forward that frees skip tensors early, fp16
-  autocast on CUDA, and out-of-memory fallback.
+  autocast on CUDA (unless asked for fp32), and out-of-memory fallback.
 
 Arrays are (x, y, z) float32; results are sigmoid probabilities of the segmentation head."""
 from __future__ import annotations
@@ -157,11 +157,11 @@ def window_sides(patch: Sequence[int], window_size: str) -> tuple[int, ...] | No
     return None if window_size == "volume" else tuple(_round_up(p) for p in patch)
 
 
-def max_window_voxels(device: torch.device, n_filters: int, memory_gb: float | None) -> int:
+def max_window_voxels(device: torch.device, n_filters: int, memory_gb: float | None, fp16: bool = True) -> int:
     """Largest window (voxels) whose activations fit `memory_gb` (default: 2.5 GB on CPU, 80% of the
     free memory on CUDA, where fp16 halves the activations whatever the budget)."""
     per_voxel = BYTES_PER_VOXEL_PER_FILTER * n_filters
-    if device.type == "cuda":
+    if device.type == "cuda" and fp16:
         per_voxel //= 2
     if memory_gb is None:
         memory_gb = 0.8 * torch.cuda.mem_get_info(device)[0] / 1e9 if device.type == "cuda" else DEFAULT_CPU_MEMORY_GB
@@ -197,11 +197,12 @@ def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int],
 
 def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], device: torch.device,
                  n_filters: int, memory_gb: float | None = None,
-                 max_sides: Sequence[int] | None = None) -> tuple[np.ndarray, dict]:
-    """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy. Windows run CPU_WINDOW_BATCH at a
-    time on the CPU, as many as the memory budget holds on CUDA. On out-of-memory: halve the window batch,
-    then the window size, then (on CUDA) move to the CPU; each step is logged."""
-    max_voxels = max_window_voxels(device, n_filters, memory_gb)
+                 max_sides: Sequence[int] | None = None, fp16: bool = True) -> tuple[np.ndarray, dict]:
+    """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy, with fp16 autocast on CUDA
+    unless `fp16` is False (the CPU computes in the network's own arithmetic). Windows run CPU_WINDOW_BATCH
+    at a time on the CPU, as many as the memory budget holds on CUDA. On out-of-memory: halve the window
+    batch, then the window size, then (on CUDA) move to the CPU; each step is logged."""
+    max_voxels = max_window_voxels(device, n_filters, memory_gb, fp16)
     batch_cap = CPU_WINDOW_BATCH if device.type == "cpu" else None
     min_voxels = math.prod(_round_up(p) for p in patch)
     while True:
@@ -210,9 +211,10 @@ def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], de
             plan.batch = min(plan.batch, batch_cap)
         try:
             network.to(device)
-            prob = _run(network, array, plan, device, amp=device.type == "cuda")
+            amp = fp16 and device.type == "cuda"
+            prob = _run(network, array, plan, device, amp=amp)
             info = {"mode": "fast", "device": str(device), "windows": plan.windows, "window": list(plan.roi),
-                    "window_batch": plan.batch, "mixed_precision": device.type == "cuda"}
+                    "window_batch": plan.batch, "fp16": amp}
             return prob, info
         except RuntimeError as error:
             if not _is_out_of_memory(error):

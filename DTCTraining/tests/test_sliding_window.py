@@ -148,6 +148,7 @@ def test_fp16_halves_the_activations_on_cuda_also_under_an_explicit_budget():
     # An explicit --memory-gb reads no device memory, so this runs without a GPU.
     for gb in (1.0, 6.0):
         assert max_window_voxels(torch.device("cuda"), 16, gb) == 2 * max_window_voxels(CPU, 16, gb)
+        assert max_window_voxels(torch.device("cuda"), 16, gb, fp16=False) == max_window_voxels(CPU, 16, gb)
 
 
 class RecordsBatches(nn.Module):

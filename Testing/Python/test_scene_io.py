@@ -99,6 +99,8 @@ def test_result_import_is_one_named_editable_segment_and_reruns_update_it(scene,
     segmentId = SceneIO.importResult(resultPath, seg, volume)
     segmentation = seg.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 2 and segmentation.GetSegment(user) is not None
+    empty = SceneIO.segmentArray(seg, user, volume)  # an empty segment exports no voxels at all
+    assert empty.shape == image.shape and not empty.any()
     segment = segmentation.GetSegment(segmentId)
     assert segment.GetName() == "Left atrium"
     assert "82471001" in segment.GetTerminology()
@@ -144,3 +146,24 @@ def test_crop_to_roi_keeps_world_positions(scene):
     i, j, k = np.round(ijk[:3]).astype(int)
     assert np.allclose(ijk[:3], (i, j, k), atol=1e-4)
     assert array[0, 0, 0] == image[k, j, i]
+
+
+def test_an_empty_result_on_a_roi_grid_reads_back_as_background(scene, tmp_path):
+    # A result cropped to a ROI that holds no atrium: its segment has no voxels, and reading it back on the
+    # whole volume's grid must give zeros, not a crash.
+    import vtk
+
+    image, _ = phantom(1, size=(24, 20, 16))
+    volume = addVolume(scene, image, "input", obliqueMatrix())
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "roi")
+    roi.SetCenter(*(ijkToRas(volume) @ np.array([8.0, 8.0, 8.0, 1.0]))[:3])
+    roi.SetSize(5, 5, 5)
+    crop = SceneIO.cropToROI(volume, roi)
+    m = vtk.vtkMatrix4x4()
+    crop.GetIJKToRASMatrix(m)
+    resultNode = addVolume(scene, np.zeros_like(slicer.util.arrayFromVolume(crop), np.uint8), "result", m, labelmap=True)
+    seg = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "input segmentation")
+    segmentId = SceneIO.importResult(SceneIO.writeVolume(resultNode, tmp_path / "result.nrrd"), seg, volume)
+    assert seg.GetSegmentation().GetSegment(segmentId).GetName() == "Left atrium"
+    result = SceneIO.segmentArray(seg, segmentId, volume)
+    assert result.shape == image.shape and not result.any()

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from ..orientations import COUNTS
+from ..precision import PRECISIONS
 
 HELP = "score predictions against ground truth, from files or by running a model over LA h5 cases"
 
@@ -22,8 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--mode", choices=["fast", "official"], default="fast")
     model.add_argument("--window-size", choices=["patch", "volume"], default="patch",
                        help="fast-mode window size: patch (default) or volume (see dtc infer)")
-    model.add_argument("--precision", choices=["fp32", "int8"], default="fp32",
-                       help="fast-mode arithmetic on the CPU: fp32 (default) or int8 (see dtc infer)")
+    model.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="fast-mode arithmetic: auto (default), fp32, fp16 (CUDA) or int8 (CPU); see dtc infer")
     model.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                        help="average over N in-plane orientations seen in training (1, 2, 4 or 8)")
     model.add_argument("--device", default="auto",
@@ -38,7 +39,7 @@ def run(args) -> int:
     from .. import evaluate as ev
     from ..errors import InputError
     from ..infer import Model, check_output
-    from ..quantization import inference_device
+    from ..precision import inference_device, resolve_precision
 
     from_files, from_model = bool(args.pred or args.gt), bool(args.model or args.la_root)
     if from_files == from_model:
@@ -58,12 +59,14 @@ def run(args) -> int:
             raise InputError(f"--max-cases {args.max_cases}: must be at least 1")
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
         model = Model.load(args.model, inference_device(args.device, args.precision))
-        settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device))
+        precision = resolve_precision(args.precision, args.mode, model.device)  # auto: what it will run in
+        settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device),
+                        precision=precision)
         if args.mode == "fast":
-            settings.update(window_size=args.window_size, precision=args.precision)
+            settings.update(window_size=args.window_size)
         cases = ev.evaluate_model(model, args.la_root, case_ids, mode=args.mode, window_size=args.window_size,
                                   largest_component=args.largest_component, orientations=args.tta,
-                                  precision=args.precision)
+                                  precision=precision)
     result = ev.report(cases, settings)
     print(ev.format_table(result))
     if args.json:
