@@ -22,7 +22,7 @@ from .errors import InputError
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
-from .precision import resolve_precision
+from .precision import inference_device, resolve_precision
 from .quantization import quantized_copy
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
 from .volumes import VolumeError, check_volume, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
@@ -88,9 +88,7 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
         raise InputError(f"orientations {orientations}: choose one of {', '.join(map(str, COUNTS))}")
     if window_size not in WINDOW_SIZES:
         raise InputError(f"window size {window_size!r}: choose one of {', '.join(WINDOW_SIZES)}")
-    if precision == "int8" and not isinstance(model, Model):
-        model = Model.load(model, "cpu")  # as --device auto does for int8
-    model = model if isinstance(model, Model) else Model.load(model)
+    model = model if isinstance(model, Model) else Model.load(model, inference_device("auto", precision))
     precision = resolve_precision(precision, mode, model.device)
     started = time.perf_counter()
     is_array = isinstance(image, np.ndarray)
@@ -118,7 +116,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
                           max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
     ran_fp16 = info.pop("fp16", False)
-    info["precision"] = "fp32" if precision == "fp16" and not ran_fp16 else precision  # out of GPU memory: CPU
+    # fp16 that ran out of GPU memory finished on the CPU, in fp32
+    info["precision"] = "fp32" if precision == "fp16" and not ran_fp16 else precision
     if mode == "fast":
         info["window_size"] = window_size
     if resampled:

@@ -79,3 +79,10 @@ def test_evaluate_records_the_resolved_precision(tmp_path):
     proc = run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--device", "cpu",
                    "--precision", "fp16", check=False)
     assert proc.returncode == 2 and "fp16 runs on CUDA only" in proc.stderr
+
+
+def test_cli_refuses_a_precision_before_reading_inputs(tmp_path):
+    model = threshold_model_file(tmp_path / "model.pt")
+    proc = run_dtc("infer", "--model", model, tmp_path / "missing.nrrd", "-o", tmp_path / "label.nrrd",
+                   "--device", "cpu", "--precision", "fp16", check=False)
+    assert proc.returncode == 2 and "fp16 runs on CUDA only" in proc.stderr and "missing.nrrd" not in proc.stderr

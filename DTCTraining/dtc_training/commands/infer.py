@@ -43,7 +43,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..files import atomic_json_save
     from ..infer import Model, check_output, segment_files
-    from ..precision import inference_device
+    from ..precision import inference_device, resolve_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.memory_gb is not None and args.memory_gb <= 0:
@@ -51,6 +51,7 @@ def run(args) -> int:
     if args.report:
         check_output(args.report)
     model = Model.load(args.model, inference_device(args.device, args.precision))
+    resolve_precision(args.precision, args.mode, model.device)  # refused before any input is read
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
                             window_size=args.window_size, orientations=args.tta, precision=args.precision)
