@@ -6,16 +6,19 @@ import csv
 import io
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from . import la
 from .errors import InputError
 from .files import atomic_json_save, atomic_write
-from .infer import IMAGE_SUFFIXES, Model, file_stem, image_suffix, keep_largest_component, segment
 from .metrics import METRICS, case_metrics, mean_metrics
-from .volumes import read_image, to_array
+from .postprocessing import keep_largest_component
+from .volumes import IMAGE_SUFFIXES, file_stem, image_suffix, read_image, to_array
+
+if TYPE_CHECKING:  # torch and MONAI load only to run a model: scoring files needs neither
+    from .infer import Model
 
 
 def _case_name(path: Path) -> str:
@@ -84,6 +87,8 @@ def evaluate_model(model: Model, root: str | Path, case_ids: Sequence[str], *, m
                    window_size: str = "patch", largest_component: bool = False, orientations: int = 1,
                    precision: str = "auto") -> list[dict]:
     """Segment each LA h5 case (stored already z-scored, so not normalised again, as the official test)."""
+    from .infer import segment
+
     cases = []
     for case_id in case_ids:
         image, truth = la.read_case(root, case_id)

@@ -10,8 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from .errors import InputError
 
 
@@ -54,6 +52,8 @@ def atomic_write_named(path: str | os.PathLike, write: Callable[[Path], None]) -
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    import torch  # here, so that modules writing only JSON and images do not load torch
+
     return atomic_write(path, lambda f: torch.save(obj, f))
 
 
@@ -71,3 +71,15 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     except OSError as e:
         raise InputError(f"{path}: output folder is not writable ({e.strerror or e})") from None
     return path
+
+
+def check_output(path: Path) -> None:
+    """A file about to be written: not a folder, its folder created and writable (before any work)."""
+    if path.is_dir():
+        raise InputError(f"{path}: output is a folder, a file name is needed")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"{path.parent}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(path.parent, os.W_OK):
+        raise InputError(f"{path.parent}: output folder is not writable")

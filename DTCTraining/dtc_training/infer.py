@@ -5,7 +5,6 @@ spacing, whole-scan z-score) runs on a copy, and the probabilities are resampled
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from functools import partial
@@ -15,21 +14,22 @@ from typing import Sequence
 import numpy as np
 import SimpleITK as sitk
 import torch
-from scipy import ndimage
 
 from .devices import resolve_device
 from .errors import InputError
+from .files import check_output
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
 from .precision import inference_device, resolve_precision
 from .quantization import quantized_copy
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
-from .volumes import VolumeError, check_volume, from_array, read_image, resample_like, resample_to_spacing, to_array, write_image, zscore
+from .postprocessing import keep_largest_component
+from .volumes import (IMAGE_SUFFIXES, VolumeError, check_volume, file_stem, from_array, image_suffix, read_image,
+                      resample_like, resample_to_spacing, to_array, write_image, zscore)
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 THRESHOLD = 0.5  # official: label = mean probability > 0.5
 
 
@@ -138,27 +138,7 @@ def _grid(shape: Sequence[int], spacing: Sequence[float] | None) -> sitk.Image:
     return grid
 
 
-def keep_largest_component(label: np.ndarray) -> np.ndarray:
-    """Largest 26-connected component (the first one on ties, as the official getLargestCC); an empty
-    label stays empty."""
-    components, count = ndimage.label(label, structure=np.ones((3, 3, 3), bool))
-    if count <= 1:
-        return label
-    largest = np.argmax(np.bincount(components.ravel())[1:]) + 1
-    return (components == largest).astype(label.dtype)
-
-
 # ---- files -------------------------------------------------------------------------------------------
-
-def image_suffix(path: Path) -> str:
-    name = path.name.lower()
-    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), path.suffix.lower())
-
-
-def file_stem(path: Path) -> str:
-    """The file name without its image suffix (case.nii.gz -> case)."""
-    return path.name[: len(path.name) - len(image_suffix(path))]
-
 
 def _stem(path: Path) -> str:
     return file_stem(path) if path.is_file() else path.resolve().name  # a DICOM folder "." is named after itself
@@ -209,17 +189,6 @@ def output_paths(inputs: Sequence[Path], output: str | Path) -> list[Path]:
 def probability_path(label_path: Path) -> Path:
     stem = file_stem(label_path).removesuffix("-label")
     return label_path.with_name(f"{stem}-probability{image_suffix(label_path)}")
-
-
-def check_output(path: Path) -> None:
-    if path.is_dir():
-        raise InputError(f"{path}: output is a folder, a file name is needed")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"{path.parent}: cannot create the output folder ({e.strerror or e})") from None
-    if not os.access(path.parent, os.W_OK):
-        raise InputError(f"{path.parent}: output folder is not writable")
 
 
 def _check_all(volumes: Sequence[Path]) -> None:

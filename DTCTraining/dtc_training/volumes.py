@@ -119,3 +119,18 @@ def preprocess(image: sitk.Image, spacing: Sequence[float] | None, name: str | P
     if spacing is not None and not np.allclose(image.GetSpacing(), spacing):
         image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing)
     return zscore(to_array(image, name)), image
+
+
+# ---- file names ----------------------------------------------------------------------------------------
+
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def image_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), path.suffix.lower())
+
+
+def file_stem(path: Path) -> str:
+    """The file name without its image suffix (case.nii.gz -> case)."""
+    return path.name[: len(path.name) - len(image_suffix(path))]

@@ -1,6 +1,8 @@
 """`dtc evaluate` from files and from a model over the UA-MT h5 layout: known answers, table, JSON, CSV."""
 import csv
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -152,3 +154,12 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert proc.returncode == 2 and "--max-cases 0: must be at least 1" in proc.stderr
     proc = run_dtc("evaluate", "--model", tmp_path / "m.pt", "--la-root", tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_scoring_files_loads_neither_torch_nor_monai():
+    # `dtc evaluate --pred --gt` answers in about a second: importing torch and MONAI costs 5-8 s on 2 cores.
+    code = ("import sys; from dtc_training.cli import main; main(['evaluate', '--pred', 'missing.nrrd', '--gt', "
+            "'missing.nrrd']); print(sorted({'torch', 'monai'} & set(sys.modules)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "file not found" in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == "[]"

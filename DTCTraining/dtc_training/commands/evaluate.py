@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from .. import evaluate as ev
     from ..errors import InputError
-    from ..infer import Model, check_output
+    from ..files import check_output
     from ..precision import inference_device, resolve_precision
 
     from_files, from_model = bool(args.pred or args.gt), bool(args.model or args.la_root)
@@ -57,6 +57,8 @@ def run(args) -> int:
             raise InputError("--model and --la-root go together")
         if args.max_cases is not None and args.max_cases < 1:
             raise InputError(f"--max-cases {args.max_cases}: must be at least 1")
+        from ..infer import Model  # torch and MONAI: only to run a model
+
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
         model = Model.load(args.model, inference_device(args.device, args.precision))
         precision = resolve_precision(args.precision, args.mode, model.device)  # auto: what it will run in

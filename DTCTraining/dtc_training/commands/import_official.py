@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from ..infer import check_output
+    from ..files import check_output
     from ..model_io import import_official
 
     check_output(args.output)

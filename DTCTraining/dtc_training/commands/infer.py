@@ -42,7 +42,8 @@ def run(args) -> int:
 
     from ..errors import InputError
     from ..files import atomic_json_save
-    from ..infer import Model, check_output, segment_files
+    from ..files import check_output
+    from ..infer import Model, segment_files
     from ..precision import inference_device, resolve_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
