@@ -25,8 +25,8 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # what uniqueName() makes of 
 
 def _replaceAtomically(path: Path, write: Callable[[Path], None]) -> None:
     """`write` fills a hidden sibling, which then replaces `path`: a crash or a full disk leaves the old
-    file or none, never part of one. (dtc_training.files does this too, but imports torch, which the store
-    keeps out of Slicer's process.)"""
+    file or none, never part of one. (dtc_training.files does this too; the store's writes do not depend on
+    the backend, which Slicer's process imports only to read a model's metadata.)"""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         write(tmp)
