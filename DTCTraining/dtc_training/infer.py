@@ -21,10 +21,10 @@ from .files import check_output
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
+from .postprocessing import keep_largest_component
 from .precision import inference_device, resolve_precision
 from .quantization import quantized_copy
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
-from .postprocessing import keep_largest_component
 from .volumes import (IMAGE_SUFFIXES, VolumeError, check_volume, file_stem, from_array, image_suffix, read_image,
                       resample_like, resample_to_spacing, to_array, write_image, zscore)
 
@@ -115,9 +115,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
                           n_filters=model.meta["n_filters"], memory_gb=memory_gb,
                           max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
-    ran_fp16 = info.pop("fp16", False)
-    # fp16 that ran out of GPU memory finished on the CPU, in fp32
-    info["precision"] = "fp32" if precision == "fp16" and not ran_fp16 else precision
+    moved_to_cpu = precision == "fp16" and info["device"] == "cpu"  # out of GPU memory: finished in fp32
+    info["precision"] = "fp32" if moved_to_cpu else precision
     if mode == "fast":
         info["window_size"] = window_size
     if resampled:

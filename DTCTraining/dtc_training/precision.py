@@ -25,13 +25,9 @@ X86_64 = ("x86_64", "amd64")
 def int8_by_default() -> bool:
     """Whether `auto` means int8 on this machine's CPU: x86-64 with one of torch's quantized engines for 3D
     convolutions."""
-    import torch
+    from .quantization import available_engine
 
-    from .quantization import ENGINES
-
-    engines = getattr(torch.backends, "quantized", None)
-    available = engines.supported_engines if engines is not None else []
-    return platform.machine().lower() in X86_64 and any(e in available for e in ENGINES)
+    return platform.machine().lower() in X86_64 and available_engine() is not None
 
 
 def inference_device(requested: str, precision: str) -> str:

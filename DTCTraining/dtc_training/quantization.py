@@ -33,16 +33,24 @@ CALIBRATION_SIZE = (64, 64, 48)  # voxels; multiples of 16, as every window
 _CALIBRATION_SEED = 0
 
 
+def _supported_engines() -> list[str]:
+    engines = getattr(torch.backends, "quantized", None)
+    return engines.supported_engines if engines is not None else []
+
+
+def available_engine() -> str | None:
+    """The first of `ENGINES` this torch has, or None."""
+    return next((e for e in ENGINES if e in _supported_engines()), None)
+
+
 def quantization_engine() -> str:
     """The quantized engine int8 inference uses; InputError where this torch has none for 3D convolutions."""
-    engines = getattr(torch.backends, "quantized", None)
-    available = engines.supported_engines if engines is not None else []
-    for engine in ENGINES:
-        if engine in available:
-            return engine
-    raise InputError(f"int8 inference needs torch's oneDNN or x86 (FBGEMM) quantized kernels, which torch "
-                     f"{torch.__version__} on this machine lacks (engines: {', '.join(available) or 'none'}); "
-                     f"use --precision fp32")
+    engine = available_engine()
+    if engine is None:
+        raise InputError(f"int8 inference needs torch's oneDNN or x86 (FBGEMM) quantized kernels, which torch "
+                         f"{torch.__version__} on this machine lacks (engines: "
+                         f"{', '.join(_supported_engines()) or 'none'}); use --precision fp32")
+    return engine
 
 
 def calibration_window(size=CALIBRATION_SIZE) -> torch.Tensor:

@@ -211,10 +211,9 @@ def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], de
             plan.batch = min(plan.batch, batch_cap)
         try:
             network.to(device)
-            amp = fp16 and device.type == "cuda"
-            prob = _run(network, array, plan, device, amp=amp)
+            prob = _run(network, array, plan, device, amp=fp16 and device.type == "cuda")
             info = {"mode": "fast", "device": str(device), "windows": plan.windows, "window": list(plan.roi),
-                    "window_batch": plan.batch, "fp16": amp}
+                    "window_batch": plan.batch}
             return prob, info
         except RuntimeError as error:
             if not _is_out_of_memory(error):

@@ -16,7 +16,7 @@ from test_evaluate import fake_la_root
 from test_infer import ball_image, threshold_model_file
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")  # a device object needs no GPU
-HAS_ENGINE = any(e in torch.backends.quantized.supported_engines for e in quantization.ENGINES)
+HAS_ENGINE = quantization.available_engine() is not None
 
 
 @pytest.mark.skipif(not HAS_ENGINE, reason="this torch has no quantized engine with 3D convolutions")
