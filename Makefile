@@ -26,7 +26,7 @@ $(VENV)/.installed: $(BIN)/python DTCTraining/pyproject.toml Testing/requirement
 install: $(VENV)/.installed
 
 test: install
-	DTC_LA_ROOT=$(abspath $(LA_ROOT)) $(BIN)/python -m pytest -q -p no:cacheprovider DTCTraining/tests Testing
+	DTC_LA_ROOT=$(abspath $(LA_ROOT)) $(BIN)/python -m pytest -q -p no:cacheprovider DTCTraining/tests Testing benchmarks/tests
 
 # Train DTC briefly on synthetic phantoms on the CPU, segment held-out phantoms with `dtc infer`, score them
 # with `dtc evaluate`, then run the Slicer module's batch script (its logic on real MRML, no Slicer needed).

@@ -6,7 +6,7 @@ SHA-256 taken from the original at packing time.
 
     python benchmarks/carry_la.py pack ../shared/data/LA carry/la --part-mib 30 58   # here: part-NN.npz
     # device call k (carry ["carry/la/part-0k.npz"]):
-    python benchmarks/carry_la.py unpack carry/la /tmp/LA     # there: adds the carried parts' cases
+    python benchmarks/carry_la.py unpack carry/la /tmp/LA     # there: adds the carried parts' cases (a file or a folder)
     python benchmarks/carry_la.py check /tmp/LA               # there: every array against its digest
 
 --part-mib gives the size of each part in turn, the last repeated (the first is smaller when the same
@@ -26,6 +26,7 @@ import numpy as np
 
 CASES = "2018LA_Seg_Training Set"
 DIGESTS = "ARRAYS.sha256"  # "<case> <image digest> <label digest>", written beside the rebuilt cases
+UNPACKED = "PARTS"  # "<part file name> <its size>" per part unpacked, so that a part is unpacked once
 
 
 def digest(array: np.ndarray) -> str:
@@ -35,7 +36,9 @@ def digest(array: np.ndarray) -> str:
 def encode(path: Path) -> dict[str, np.ndarray]:
     with h5py.File(path, "r") as f:
         image, label = f["image"][:], f["label"][:]
-    values, index = np.unique(image, return_inverse=True)
+    # unique bit patterns, not values: -0.0 and 0.0 compare equal but must come back as they were
+    bits, index = np.unique(image.view(f"u{image.itemsize}"), return_inverse=True)
+    values = bits.view(image.dtype)
     if len(values) > 256:
         raise ValueError(f"{path}: {len(values)} distinct intensities, more than a uint8 index holds")
     index = index.astype(np.uint8).reshape(image.shape).transpose(2, 1, 0)  # z-major compresses better
@@ -81,8 +84,15 @@ def rebuild(item: tuple[Path, str, dict]) -> str:
 
 
 def unpack(parts: Path, dest: Path) -> None:
+    """Rebuild the cases of a part file, or of every part in a folder, skipping a part already unpacked into
+    dest (a warm machine keeps the parts of its earlier calls beside the one just carried)."""
     dest.mkdir(parents=True, exist_ok=True)
-    for part in sorted(parts.glob("part-*.npz")):
+    done = set((dest / UNPACKED).read_text().splitlines()) if (dest / UNPACKED).exists() else set()
+    for part in [parts] if parts.is_file() else sorted(parts.glob("part-*.npz")):
+        part_key = f"{part.name} {part.stat().st_size}"
+        if part_key in done:
+            print(f"{part.name}: unpacked into {dest} already")
+            continue
         with np.load(part, allow_pickle=False) as npz:
             if "train.list" in npz:
                 (dest / "train.list").write_text("\n".join(npz["train.list"]) + "\n")
@@ -96,6 +106,8 @@ def unpack(parts: Path, dest: Path) -> None:
         with open(dest / DIGESTS, "a") as f:
             f.writelines(line + "\n" for line in lines)
         print(f"unpacked {len(lines)} cases of {part.name} into {dest}")
+        with open(dest / UNPACKED, "a") as f:
+            f.write(part_key + "\n")
 
 
 def check(root: Path) -> None:
