@@ -12,7 +12,8 @@ import SimpleITK as sitk
 import torch
 
 from conftest import TINY, events, run_dtc
-from dtc_training.cli import EXIT_INTERRUPTED
+from dtc_training.cli import EXIT_INTERRUPTED, build_parser
+from dtc_training.commands import train as train_command
 from dtc_training.config import TrainConfig
 from dtc_training.model_io import load_model
 
@@ -83,15 +84,21 @@ def test_recipe_switches_are_the_default_and_can_be_turned_off(phantoms, tmp_pat
                                         "--no-low-contrast-augmentation", "--lr-schedule", "step"],
             "no-low-contrast": ["--no-low-contrast-augmentation"],
             "paper": ["--recipe", "paper"], "paper+intensity": ["--recipe", "paper", "--intensity-augmentation"]}
-    for name, flags in runs.items():
-        run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 1, *flags, *TINY)
-    used = {name: [json.loads((tmp_path / name / "train_config.json").read_text())["config"][key]
-                   for key in ("intensity_augmentation", "spatial_augmentation", "low_contrast_augmentation",
-                               "lr_schedule")]
-            for name in runs}
-    assert used == {"default": [True, True, True, "poly"], "official": [False, False, False, "step"],
-                    "no-low-contrast": [True, True, False, "poly"], "paper": [False, False, False, "step"],
-                    "paper+intensity": [True, False, False, "step"]}
+    switches = ("intensity_augmentation", "spatial_augmentation", "low_contrast_augmentation", "lr_schedule")
+
+    def resolved(flags):  # what `dtc train` would train with, from its own parser (no training)
+        argv = ["train", "--datalist", str(phantoms), "-o", str(tmp_path / "unused"), *flags]
+        return [getattr(train_command._config(build_parser(argv).parse_args(argv)), key) for key in switches]
+
+    assert {name: resolved(flags) for name, flags in runs.items()} == {
+        "default": [True, True, True, "poly"], "official": [False, False, False, "step"],
+        "no-low-contrast": [True, True, False, "poly"], "paper": [False, False, False, "step"],
+        "paper+intensity": [True, False, False, "step"]}
+    # a real training records what it trained with: a recipe and a switch overriding it
+    run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "run", "--iterations", 1, *runs["paper+intensity"],
+            *TINY)
+    used = json.loads((tmp_path / "run" / "train_config.json").read_text())["config"]
+    assert [used[key] for key in switches] == [True, False, False, "step"]
     # a checkpoint written before the switches existed resumes without them, as it was trained
     old = TrainConfig.from_dict({"iterations": 10})
     assert (old.intensity_augmentation, old.spatial_augmentation, old.low_contrast_augmentation,
