@@ -3,6 +3,7 @@ description, the logic's import-time dependencies, and the offscreen rendering o
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -138,6 +139,29 @@ def test_extension_description_has_what_the_index_needs():
     for url in (fields["iconurl"], *fields["screenshoturls"].split()):
         assert (REPO / url.split("/main/", 1)[1]).is_file(), url
     assert (REPO / "LICENSE").read_text().startswith("MIT License")
+
+
+# The catalog entry's schema (ExtensionsIndex, v1.0.1): required keys, and every key it allows
+CATALOG_REQUIRED = {"$schema", "category", "scm_url"}
+CATALOG_ALLOWED = CATALOG_REQUIRED | {"scm_revision", "scm_type", "build_dependencies", "build_subdirectory",
+                                     "enabled", "tier"}
+
+
+def test_catalog_entry_fits_its_schema_and_agrees_with_the_description():
+    # ExtensionsIndex's current format (DTCSegmentation.json) beside the .s4ext that older Slicers read
+    entry = json.loads((REPO / "DTCSegmentation.json").read_text())
+    assert CATALOG_REQUIRED <= set(entry) <= CATALOG_ALLOWED, set(entry) ^ CATALOG_ALLOWED
+    assert entry["$schema"].endswith("slicer-extension-catalog-entry-schema-v1.0.1.json#")
+    assert isinstance(entry["build_dependencies"], list) and 1 <= entry["tier"] <= 5
+    s4ext = dict(line.partition(" ")[::2] for line in (REPO / "DTCSegmentation.s4ext").read_text().splitlines()
+                 if line.strip() and not line.startswith("#"))
+    assert entry["scm_url"] == s4ext["scmurl"].strip() and entry["scm_revision"] == s4ext["scmrevision"].strip()
+    assert entry["build_dependencies"] == s4ext["depends"].split() and entry["category"] == s4ext["category"].strip()
+    # the index's checks: the extension's name is the project's and does not start with "Slicer"; the
+    # repository's does
+    name = re.search(r"project\((\w+)\)", (REPO / "CMakeLists.txt").read_text()).group(1)
+    assert (REPO / f"{name}.json").is_file() and (REPO / f"{name}.s4ext").is_file()
+    assert not name.startswith("Slicer") and entry["scm_url"].rsplit("/", 1)[1].startswith("Slicer")
 
 
 def test_icon_is_128_pixels():
