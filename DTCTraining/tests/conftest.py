@@ -18,14 +18,17 @@ LA_ROOT = Path(os.environ.get("DTC_LA_ROOT", Path(__file__).resolve().parents[3]
 
 # Commands run in this process through the CLI's own `main(argv)`: each fresh interpreter costs 5-8 s of
 # importing torch and MONAI on a 2-core CI machine, which for these commands tested nothing. Training runs
-# in its own process (signals, workers, stop files), as does any call that sets `env` or `cwd`.
+# in its own process (signals, workers, stop files), as does any call that sets `env` or `cwd`; a call
+# that `dtc train` must refuse before it trains may ask for this process with `in_process=True`.
 IN_PROCESS = {"infer", "evaluate", "info", "devices", "import-official", "make-phantoms"}
 
 
-def run_dtc(*args, check=True, timeout=600, **kwargs) -> subprocess.CompletedProcess:
+def run_dtc(*args, check=True, timeout=600, in_process=None, **kwargs) -> subprocess.CompletedProcess:
     """Run the real `dtc` CLI and capture its output and exit code."""
     args = [str(a) for a in args]
-    if args[0] in IN_PROCESS and not kwargs:
+    if in_process is None:
+        in_process = args[0] in IN_PROCESS and not kwargs
+    if in_process:
         proc = _run_in_process(args)
     else:
         proc = subprocess.run([sys.executable, "-m", "dtc_training", *args], capture_output=True, text=True,

@@ -30,11 +30,13 @@ def case(tmp_path, name, label=None, image=None, **kw):
             "label": write(tmp_path / f"{name}_label.nrrd", label, **kw)}
 
 
-def train(tmp_path, labeled, unlabeled=(), out=None, extra=()):
+def train(tmp_path, labeled, unlabeled=(), out=None, extra=(), refused=True):
+    """`dtc train` on these entries; a call expected to be refused runs in this process (a refusal comes
+    before training: nothing of a training's signals or workers to keep apart), one that trains in its own."""
     datalist = tmp_path / "datalist.json"
     datalist.write_text(json.dumps({"labeled": labeled, "unlabeled": list(unlabeled)}))
     return run_dtc("train", "--datalist", datalist, "-o", out or tmp_path / "run", "--iterations", 1, *TINY,
-                   *extra, check=False)
+                   *extra, check=False, in_process=refused)
 
 
 def assert_refused(proc, *fragments):
@@ -90,7 +92,7 @@ def test_shape_and_geometry_mismatch(tmp_path):
 def test_a_malformed_datalist_is_refused_with_what_is_wrong(tmp_path, content, message):
     datalist = tmp_path / "datalist.json"
     datalist.write_text(content)
-    proc = run_dtc("train", "--datalist", datalist, "-o", tmp_path / "run", *TINY, check=False)
+    proc = run_dtc("train", "--datalist", datalist, "-o", tmp_path / "run", *TINY, check=False, in_process=True)
     assert_refused(proc, "datalist.json: ", message)
     assert "Traceback" not in proc.stderr
 
@@ -121,7 +123,7 @@ def test_several_label_values_need_a_chosen_foreground(tmp_path):
     label[2:8, 5:20, 5:20], label[10:15, 5:20, 5:20] = 1, 2
     proc = train(tmp_path, [case(tmp_path, "a", label=label)])
     assert_refused(proc, "a_label.nrrd: label has several foreground values [1, 2]")
-    proc = train(tmp_path, [case(tmp_path, "a", label=label)], extra=["--foreground-value", 2])
+    proc = train(tmp_path, [case(tmp_path, "a", label=label)], extra=["--foreground-value", 2], refused=False)
     assert proc.returncode == 0, proc.stderr
     # what training sees: the chosen value as foreground, in (x, y, z) order
     (loaded,) = load_files(read_datalist(tmp_path / "datalist.json"), None, 2.0, "test").labeled
@@ -130,7 +132,7 @@ def test_several_label_values_need_a_chosen_foreground(tmp_path):
 
 def test_empty_label_and_small_volumes_are_allowed_with_warnings(tmp_path):
     empty = case(tmp_path, "empty", label=np.zeros((20, 36, 36), np.uint8))
-    proc = train(tmp_path, [empty, case(tmp_path, "b")])
+    proc = train(tmp_path, [empty, case(tmp_path, "b")], refused=False)
     assert proc.returncode == 0, proc.stderr
     assert "empty_label.nrrd: label has no foreground" in proc.stderr
     assert "smaller than the patch" in proc.stderr  # 20 slices < 32: zero-padded
@@ -140,7 +142,7 @@ def test_empty_label_and_small_volumes_are_allowed_with_warnings(tmp_path):
 def test_label_values_0_255_are_binarised(tmp_path):
     label = np.zeros((20, 36, 36), np.uint8)
     label[5:15, 10:25, 10:25] = 255
-    proc = train(tmp_path, [case(tmp_path, "a", label=label)])
+    proc = train(tmp_path, [case(tmp_path, "a", label=label)], refused=False)
     assert proc.returncode == 0, proc.stderr
     (loaded,) = load_files(read_datalist(tmp_path / "datalist.json"), None, None, "test").labeled
     assert loaded["label"].dtype == np.uint8
@@ -170,7 +172,8 @@ def test_the_same_image_labeled_and_unlabeled(tmp_path):
 
 
 def test_resume_without_checkpoint(tmp_path):
-    proc = run_dtc("train", "--datalist", tmp_path / "x.json", "-o", tmp_path / "none", "--resume", check=False)
+    proc = run_dtc("train", "--datalist", tmp_path / "x.json", "-o", tmp_path / "none", "--resume", check=False,
+                   in_process=True)
     assert_refused(proc, "checkpoint.pt: no checkpoint to resume from")
 
 
@@ -179,7 +182,7 @@ def test_out_of_range_options_are_all_refused_before_any_data_is_read(tmp_path):
     proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run",
                    "--lr-step", 0, "--rampup-step", 0, "--checkpoint-every", 0, "--precise-bn", -1,
                    "--ema", 1.5, "--patch", 32, 32, 24, "--seed", -1, "--device", "gpu", "--holdout", -1,
-                   "--ce-weight", -1, check=False)
+                   "--ce-weight", -1, check=False, in_process=True)
     assert_refused(proc, "--lr-step must be >= 1", "--rampup-step must be >= 1", "--checkpoint-every must be >= 1",
                    "--seed must be in [0, 2^32)", "--device gpu: not a device", "--holdout must be >= 0",
                    "--precise-bn must be >= 0", "--ema must be in [0, 1)", "--patch [32, 32, 24]",
@@ -194,6 +197,7 @@ def test_out_of_range_options_are_all_refused_before_any_data_is_read(tmp_path):
     (["--device", "cuda:99"], "--device cuda:99: "),
 ])
 def test_bad_split_and_device_options_are_refused(tmp_path, extra, message):
-    proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run", *extra, check=False)
+    proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run", *extra, check=False,
+                   in_process=True)
     assert_refused(proc, message)
     assert "Traceback" not in proc.stderr
