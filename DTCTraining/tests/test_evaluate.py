@@ -135,16 +135,16 @@ def test_real_la_case(tmp_path, la_root):
     assert "mean" in proc.stdout
 
 
-def test_a_list_of_the_layout_wins_over_a_file_of_that_name_in_the_current_folder(tmp_path):
+def test_a_list_of_the_layout_wins_over_a_file_of_that_name_in_the_current_folder(tmp_path, monkeypatch):
     model = threshold_model_file(tmp_path / "model.pt", spacing=(0.625, 0.625, 0.625))
     fake_la_root(tmp_path / "LA", ["caseA", "caseB"])
     (tmp_path / "work").mkdir()
     (tmp_path / "work" / "test.list").write_text("caseB\n")  # another dataset's list where the command runs
-    run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--json", tmp_path / "r.json",
-            cwd=tmp_path / "work")
+    monkeypatch.chdir(tmp_path / "work")
+    run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--json", tmp_path / "r.json")
     assert [c["case"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]] == ["caseA", "caseB"]
     run_dtc("evaluate", "--model", model, "--la-root", tmp_path / "LA", "--cases", "./test.list",
-            "--json", tmp_path / "r.json", cwd=tmp_path / "work")  # a path, not a bare name: that file
+            "--json", tmp_path / "r.json")  # a path, not a bare name: that file
     assert [c["case"] for c in json.loads((tmp_path / "r.json").read_text())["cases"]] == ["caseB"]
 
 
