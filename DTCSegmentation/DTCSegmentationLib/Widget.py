@@ -13,6 +13,7 @@ import datetime
 import ctk  # noqa: F401  (Slicer's designer widgets)
 import qt
 import slicer
+from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
 from . import Dependencies
@@ -221,7 +222,7 @@ class DTCPanel(VTKObservationMixin):
         volumeCombo = self._nodeCombo(["vtkMRMLScalarVolumeNode"], pair.volume if pair else None)
         labelCombo = self._nodeCombo(["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"], pair.label if pair else None)
         segmentCombo = qt.QComboBox()
-        segmentCombo.toolTip = "the segment (or label value) that is the left atrium"
+        segmentCombo.toolTip = _("the segment (or label value) that is the left atrium")
         table.setCellWidget(row, 0, volumeCombo)
         table.setCellWidget(row, 1, labelCombo)
         table.setCellWidget(row, 2, segmentCombo)
@@ -250,7 +251,7 @@ class DTCPanel(VTKObservationMixin):
     def _fillSegments(combo, labelNode, selected):
         combo.blockSignals(True)
         combo.clear()
-        combo.addItem("(choose)", None)
+        combo.addItem(_("(choose)"), None)
         for choice in labelChoices(labelNode):
             combo.addItem(choice.name, choice.key)
         index = combo.findData(selected) if selected is not None else (1 if combo.count == 2 else 0)
@@ -275,20 +276,20 @@ class DTCPanel(VTKObservationMixin):
         running = self.trainingJob is not None and not self.trainingJob.finished
         report = checkTrainingInputs(state.pairs, state.unlabeled, state.training)
         ui.trainButton.enabled = report.ok and not running
-        ui.trainButton.toolTip = report.tooltip() or "Export the pairs and train in the background"
+        ui.trainButton.toolTip = report.tooltip() or _("Export the pairs and train in the background")
         ui.stopButton.enabled = running and self.trainingJob.state == "running"
         ui.resumeButton.enabled = not running and self.trainingJob is not None and self.trainingJob.canResume
         for name in INPUT_WIDGETS:
             getattr(ui, name).enabled = not running
         problems = []
         if not state.modelName:
-            problems.append("no model: train one or import one (Models section)")
+            problems.append(_("no model: train one or import one (Models section)"))
         if state.inputVolume is None:
-            problems.append("choose an input volume")
+            problems.append(_("choose an input volume"))
         problems += state.segmenting.problems()
         segmenting = self.segmentJob is not None and not self.segmentJob.finished
         ui.segmentButton.enabled = not problems and not segmenting
-        ui.segmentButton.toolTip = "\n".join(problems) or "Segment the left atrium in the input volume"
+        ui.segmentButton.toolTip = "\n".join(problems) or _("Segment the left atrium in the input volume")
         hasResult = state.outputSegmentation is not None and state.inputVolume is not None
         ui.openSegmentEditorButton.enabled = hasResult
         ui.addToTrainingButton.enabled = hasResult and not running
@@ -298,7 +299,7 @@ class DTCPanel(VTKObservationMixin):
         try:
             status = Dependencies.ensure(interactive=self.showDialogs)
         except Dependencies.DependencyError as e:
-            self._error("Missing dependencies", str(e))
+            self._error(_("Missing dependencies"), str(e))
             return False
         self.ui.dependencyStatusLabel.text = status.text()
         return status.ok
@@ -310,7 +311,7 @@ class DTCPanel(VTKObservationMixin):
         try:
             self.trainingJob = self.logic.training.start(state.pairs, state.unlabeled, state.training)
         except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: a label the scene cannot export
-            self._error("Cannot start training", str(e))
+            self._error(_("Cannot start training"), str(e))
             return
         self._startFollowing()
 
@@ -322,7 +323,7 @@ class DTCPanel(VTKObservationMixin):
         try:
             self.logic.training.resume(self.trainingJob)
         except (ValueError, RuntimeError) as e:
-            self._error("Cannot resume", str(e))
+            self._error(_("Cannot resume"), str(e))
             return
         self._startFollowing(logSeen=shown)
 
@@ -332,14 +333,15 @@ class DTCPanel(VTKObservationMixin):
         self.plot.clear()
         self.ui.plotWidget.setMRMLPlotChartNode(self.plot.chart)
         self._logSeen = logSeen
-        self.ui.trainingStatusLabel.text = "Starting (exported data in %s)" % self.trainingJob.outDir
+        self.ui.trainingStatusLabel.text = _("Starting (exported data in {folder})").format(
+            folder=self.trainingJob.outDir)
         self.timer.start()
         self.updateButtons()
 
     def onStop(self):
         if self.trainingJob is not None:
             self.logic.training.stop(self.trainingJob)
-            self.ui.trainingStatusLabel.text = "Stopping: saving a checkpoint..."
+            self.ui.trainingStatusLabel.text = _("Stopping: saving a checkpoint...")
             self.updateButtons()
 
     def onTimer(self):
@@ -376,11 +378,12 @@ class DTCPanel(VTKObservationMixin):
             try:
                 info = self.logic.store.importModel(job.modelPath, name, extra={"run_folder": str(job.outDir)})
                 self.refreshModels(select=info.name)
-                self.ui.trainingStatusLabel.text = f"{job.message}\nAdded to the model store as '{info.name}'."
+                added = _("Added to the model store as '{name}'.").format(name=info.name)
+                self.ui.trainingStatusLabel.text = f"{job.message}\n{added}"
             except (ValueError, OSError) as e:
-                self._error("Could not add the model to the store", str(e))
+                self._error(_("Could not add the model to the store"), str(e))
         elif job.state == "failed":
-            self._error("Training failed", job.message, job.logTail(40))
+            self._error(_("Training failed"), job.message, job.logTail(40))
 
     # ------------------------------------------------------------------------------- segmenting
     def onSegment(self):
@@ -391,11 +394,11 @@ class DTCPanel(VTKObservationMixin):
             self.segmentJob = self.logic.inference.start(state.inputVolume, state.modelName, state.outputSegmentation,
                                                          state.roi, state.segmenting)
         except (ValueError, OSError) as e:
-            self._error("Cannot segment", str(e))
+            self._error(_("Cannot segment"), str(e))
             return
         if state.outputSegmentation is None:
             self.ui.outputSegmentationSelector.setCurrentNode(self.segmentJob.segmentationNode)
-        self.ui.segmentStatusLabel.text = "Segmenting..."
+        self.ui.segmentStatusLabel.text = _("Segmenting...")
         self.timer.start()
         self.updateButtons()
 
@@ -407,7 +410,7 @@ class DTCPanel(VTKObservationMixin):
             job.segmentationNode.GetDisplayNode().SetVisibility(True)
             self.ui.show3DButton.setSegmentationNode(job.segmentationNode)
         elif job.state == "failed":
-            self._error("Segmentation failed", job.message, "\n".join(job.log[-40:]))
+            self._error(_("Segmentation failed"), job.message, "\n".join(job.log[-40:]))
 
     def onOpenSegmentEditor(self):
         state = self.collectState()
@@ -443,17 +446,18 @@ class DTCPanel(VTKObservationMixin):
         for row, info in enumerate(models):
             ui.modelsTable.setItem(row, 0, qt.QTableWidgetItem(info.name))
             ui.modelsTable.setItem(row, 1, qt.QTableWidgetItem(info.summary()))
-        ui.modelFolderLabel.text = f"Model store: {self.logic.store.root}"
+        ui.modelFolderLabel.text = _("Model store: {folder}").format(folder=self.logic.store.root)
         self.onInputsChanged()
 
     def onImportModel(self):
-        path = qt.QFileDialog.getOpenFileName(self.uiWidget, "Import a DTC model", "", "DTC model (*.pt *.pth);;All files (*)")
+        path = qt.QFileDialog.getOpenFileName(self.uiWidget, _("Import a DTC model"), "",
+                                             _("DTC model") + " (*.pt *.pth);;" + _("All files") + " (*)")
         if not path:
             return
         try:
             info = self.logic.store.importModel(path)
         except (ValueError, OSError) as e:  # another kind of model, a corrupt file, no backend, a full disk
-            self._error("Model refused", str(e))
+            self._error(_("Model refused"), str(e))
             return
         self.refreshModels(select=info.name)
 
@@ -465,25 +469,26 @@ class DTCPanel(VTKObservationMixin):
         name = self._selectedModel()
         if name is None:
             return
-        path = qt.QFileDialog.getSaveFileName(self.uiWidget, "Export a DTC model", f"{name}.pt", "DTC model (*.pt)")
+        path = qt.QFileDialog.getSaveFileName(self.uiWidget, _("Export a DTC model"), f"{name}.pt",
+                                             _("DTC model") + " (*.pt)")
         if not path:
             return
         try:
             self.logic.store.export(name, path)
         except (ValueError, OSError) as e:  # an unwritable folder, a full disk
-            self._error("Could not export the model", str(e))
+            self._error(_("Could not export the model"), str(e))
 
     def onRenameModel(self):
         name = self._selectedModel()
         if name is None:
             return
-        newName = qt.QInputDialog.getText(self.uiWidget, "Rename a model", "New name:", qt.QLineEdit.Normal, name)
+        newName = qt.QInputDialog.getText(self.uiWidget, _("Rename a model"), _("New name:"), qt.QLineEdit.Normal, name)
         if not newName or newName == name:
             return
         try:
             info = self.logic.store.rename(name, newName)
         except (ValueError, OSError) as e:  # a name in use or not a folder name
-            self._error("Could not rename the model", str(e))
+            self._error(_("Could not rename the model"), str(e))
             return
         self.refreshModels(select=info.name)
 
@@ -491,7 +496,8 @@ class DTCPanel(VTKObservationMixin):
         name = self._selectedModel()
         if name is None:
             return
-        if self.showDialogs and not slicer.util.confirmYesNoDisplay(f"Delete the model '{name}' from the store?"):
+        if self.showDialogs and not slicer.util.confirmYesNoDisplay(
+                _("Delete the model '{name}' from the store?").format(name=name)):
             return
         self.logic.store.delete(name)
         self.refreshModels()
@@ -510,7 +516,7 @@ class DTCPanel(VTKObservationMixin):
 
     def onInstallDependencies(self):
         if self._dependenciesReady():
-            self.ui.dependencyStatusLabel.text += "\nReady."
+            self.ui.dependencyStatusLabel.text += "\n" + _("Ready.")
 
     # ---------------------------------------------------------------------------------- helpers
     def _error(self, title, message, details=""):

@@ -68,6 +68,23 @@ def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
         assert widgets[name] in allowed, f"{name} is a {widgets[name]}, expected one of {allowed}"
 
 
+def test_every_text_the_panel_shows_is_translatable():
+    # Slicer's i18n: a text shown to users goes through `_()` (slicer.i18n.tr), with placeholders filled by
+    # format() after the lookup; an f-string or a bare literal would stay English in every language.
+    tree = ast.parse((MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text())
+    exempt = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_":
+            exempt |= {id(sub) for sub in ast.walk(node)}
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
+            exempt.add(id(node.body[0].value))
+    words = [(node.lineno, node.value) for node in ast.walk(tree)
+             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in exempt
+             and re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", node.value)]
+    assert words == [], "texts not wrapped in _(): " + ", ".join(f"line {n}: {v!r}" for n, v in words)
+    assert len(exempt) > 40  # the check saw the wrapped texts
+
+
 def widgetTables() -> dict:
     """WIDGET_KINDS, TRAINING_FIELDS and SEGMENT_FIELDS as syntax trees: Widget.py imports Slicer's Qt, which
     does not exist here, so its tables are read from the source."""
