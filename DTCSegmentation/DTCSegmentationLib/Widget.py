@@ -1,5 +1,5 @@
-"""The module panel (Qt). Imported only inside Slicer, by DTCSegmentation.py; all work is delegated to
-the Qt-free logic classes. A QTimer polls the background jobs every 0.5 s, so the GUI never blocks.
+"""The module panel (Qt). Imported inside Slicer by DTCSegmentation.py (and by Testing/Python/test_panel.py
+over stand-ins for Slicer's Qt); all work is delegated to the Qt-free logic classes. A QTimer polls the background jobs every 0.5 s, so the GUI never blocks.
 
 Parameters are bound by hand through `TRAINING_FIELDS` / `SEGMENT_FIELDS` (see Parameters.py for why
 not parameterNodeWrapper): every edit is written to the parameter node, and the node is read back into

@@ -1,0 +1,197 @@
+"""The module panel (DTCSegmentationLib/Widget.py) driven as a user would: its real code, the real .ui
+file, real MRML (slicer-core), a real `dtc train` and `dtc infer` child, a real model store; only Slicer's Qt
+GUI is a stand-in (qt_stand_in.py: no Slicer GUI exists on these machines)."""
+from __future__ import annotations
+
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+import slicer
+from conftest import MODULE_DIR, addVolume, phantom
+from qt_stand_in import Answers, install
+
+UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
+
+
+class PanelLogic:
+    """DTCSegmentation.py's logic facade (that file needs Slicer's application): the same three logic
+    objects and the state kept in a scripted-module node of the scene."""
+
+    def __init__(self, root):
+        from DTCSegmentationLib.InferenceLogic import InferenceLogic
+        from DTCSegmentationLib.ModelStore import ModelStore
+        from DTCSegmentationLib.TrainingLogic import TrainingLogic
+
+        self.store = ModelStore(root / "models")
+        self.training = TrainingLogic(workRoot=root / "work")
+        self.inference = InferenceLogic(store=self.store)
+
+    def _node(self):
+        node = slicer.mrmlScene.GetFirstNodeByName("DTCSegmentation")
+        return node or slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScriptedModuleNode", "DTCSegmentation")
+
+    def state(self):
+        from DTCSegmentationLib.Parameters import loadState
+
+        return loadState(self._node())
+
+    def saveState(self, state):
+        from DTCSegmentationLib.Parameters import saveState
+
+        saveState(self._node(), state)
+
+
+@pytest.fixture
+def gui(scene, monkeypatch, tmp_path):
+    answers = Answers()
+    install(monkeypatch, answers, slicerHome=str(tmp_path / "no-slicer-home"))
+    monkeypatch.delitem(sys.modules, "DTCSegmentationLib.Widget", raising=False)  # import it with the stand-ins
+    from DTCSegmentationLib.Widget import DTCPanel
+
+    panels = []
+
+    def open_panel():
+        panels.append(DTCPanel(str(UI), types.SimpleNamespace(addWidget=lambda widget: None), PanelLogic(tmp_path)))
+        return panels[-1]
+
+    yield types.SimpleNamespace(open=open_panel, answers=answers)
+    for panel in panels:  # as Slicer does on exit: stops the timer, drops the observers, ends the children
+        panel.cleanup()
+    monkeypatch.delitem(sys.modules, "DTCSegmentationLib.Widget", raising=False)
+
+
+def wait(panel, done, timeout=180):
+    """Run the panel's timer, as Slicer's event loop would, until `done()`."""
+    end = time.monotonic() + timeout
+    while not done():
+        assert time.monotonic() < end, "timed out"
+        assert panel.timer.active, "the panel stopped following a job that has not ended"
+        panel.onTimer()
+        time.sleep(0.2)
+
+
+def choosePair(panel, volume, label):
+    panel.ui.addPairButton.click()
+    volumeCombo, labelCombo, segmentCombo = panel.rows[-1]
+    volumeCombo.setCurrentNode(volume)
+    labelCombo.setCurrentNode(label)
+    return segmentCombo
+
+
+def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, tmp_path):
+    volumes, labels = [], []
+    for i in range(2):
+        image, label = phantom(i, size=(24, 24, 24))
+        volumes.append(addVolume(scene, image, f"case{i}"))
+        labels.append(addVolume(scene, label, f"case{i}-label", labelmap=True))
+    unlabeled = addVolume(scene, phantom(5, size=(24, 24, 24))[0], "unlabeled")
+    panel = gui.open()
+    ui = panel.ui
+    assert not ui.trainButton.enabled and "labeled" in ui.trainButton.toolTip
+    assert not ui.segmentButton.enabled and "no model" in ui.segmentButton.toolTip
+
+    for volume, label in zip(volumes, labels):
+        segments = choosePair(panel, volume, label)
+        assert segments.count == 2 and segments.currentIndex == 1  # one label value: chosen for the user
+    ui.unlabeledSelector.setCheckState(unlabeled, 2)
+    ui.iterationsSpinBox.value = 3
+    for name in ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox"):
+        getattr(ui, name).value = 16
+    ui.nFiltersSpinBox.value = 4
+    ui.valFractionSpinBox.value = 0
+    ui.modelNameLineEdit.text = "panel-model"
+    saved = panel.logic.state()  # every edit reached the parameter node
+    assert [(p.volume, p.label) for p in saved.pairs] == list(zip(volumes, labels))
+    assert saved.unlabeled == [unlabeled] and saved.training.iterations == 3
+    assert saved.training.patchSize == (16, 16, 16)
+    assert ui.trainButton.enabled, ui.trainButton.toolTip
+
+    ui.trainButton.click()
+    assert not ui.addPairButton.enabled and not ui.trainButton.enabled  # a running job's inputs are locked
+    wait(panel, lambda: panel.trainingJob.finished)
+    assert panel.trainingJob.state == "done", panel.trainingJob.message + gui.answers.errors.__repr__()
+    assert "Added to the model store as 'panel-model'" in ui.trainingStatusLabel.text
+    assert ui.trainingProgressBar.value == 100 and "iteration" in ui.logTextEdit.text.lower()
+    assert panel.plot is not None and ui.plotWidget.chart is panel.plot.chart
+    assert ui.modelComboBox.currentText == "panel-model" and ui.modelsTable.rowCount == 1
+    assert ui.addPairButton.enabled and ui.trainButton.enabled
+
+    ui.inputVolumeSelector.setCurrentNode(unlabeled)
+    ui.outputSegmentationSelector.setCurrentNode(None)
+    assert ui.segmentButton.enabled, ui.segmentButton.toolTip
+    ui.segmentButton.click()
+    wait(panel, lambda: panel.segmentJob.finished)
+    assert panel.segmentJob.state == "done", panel.segmentJob.message
+    result = ui.outputSegmentationSelector.currentNode()
+    assert result is panel.segmentJob.segmentationNode and ui.show3DButton.segmentationNode is result
+    assert result.GetSegmentation().GetSegment(panel.segmentJob.segmentId).GetName() == "Left atrium"
+    assert not panel.timer.active  # nothing left to follow
+
+    ui.addToTrainingButton.click()  # the human-in-the-loop step: the corrected result becomes a labeled pair
+    state = panel.logic.state()
+    assert (state.pairs[-1].volume, state.pairs[-1].label) == (unlabeled, result) and unlabeled not in state.unlabeled
+    assert len(panel.rows) == 3 and not ui.trainCollapsibleButton.collapsed
+    assert gui.answers.errors == []
+
+
+def test_models_are_renamed_exported_and_deleted_from_the_panel(gui, tinyModel, tmp_path):
+    panel = gui.open()
+    ui = panel.ui
+    gui.answers.openFile = str(tinyModel)
+    ui.importModelButton.click()
+    assert ui.modelsTable.rowCount == 1 and ui.modelComboBox.currentText == ui.modelsTable.item(0, 0).text()
+    ui.modelsTable.setCurrentCell(0, 0)
+    gui.answers.text = "renamed"
+    ui.renameModelButton.click()
+    assert ui.modelsTable.item(0, 0).text() == "renamed" and ui.modelComboBox.currentText == "renamed"
+    gui.answers.saveFile = str(tmp_path / "exported.pt")
+    ui.exportModelButton.click()
+    assert (tmp_path / "exported.pt").read_bytes() == panel.logic.store.get("renamed").path.read_bytes()
+    gui.answers.confirm = False
+    ui.deleteModelButton.click()
+    assert ui.modelsTable.rowCount == 1  # the user said no
+    gui.answers.confirm = True
+    ui.deleteModelButton.click()
+    assert ui.modelsTable.rowCount == 0 and ui.modelComboBox.count == 0
+    assert "no model" in ui.segmentButton.toolTip
+
+    (tmp_path / "junk.pt").write_bytes(b"not a model")
+    gui.answers.openFile = str(tmp_path / "junk.pt")
+    ui.importModelButton.click()
+    assert len(gui.answers.errors) == 1 and gui.answers.errors[0].startswith("Model refused")
+    assert "junk.pt" in gui.answers.errors[0] and ui.modelsTable.rowCount == 0
+
+
+def test_the_scene_keeps_the_panel_settings_and_a_closed_scene_clears_them(gui, scene):
+    image, label = phantom(0, size=(24, 24, 24))
+    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
+    panel = gui.open()
+    ui = panel.ui
+    choosePair(panel, volume, labelmap)
+    ui.precisionComboBox.setCurrentText("fp32")
+    ui.orientationsComboBox.setCurrentText("4")
+    ui.largestComponentCheckBox.checked = True
+    reopened = gui.open()  # a second panel on the same scene reads what the first saved
+    assert reopened.ui.precisionComboBox.currentText == "fp32" and reopened.ui.orientationsComboBox.currentText == "4"
+    assert reopened.ui.largestComponentCheckBox.checked
+    assert [(c[0].currentNode(), c[1].currentNode()) for c in reopened.rows] == [(volume, labelmap)]
+    scene.Clear(0)
+    scene.InvokeEvent(scene.EndCloseEvent)
+    assert panel.rows == [] and ui.labeledTable.rowCount == 0
+    assert ui.precisionComboBox.currentText == "auto"  # a new scene starts from the defaults
+
+
+def test_bad_choices_are_explained_on_the_disabled_buttons(gui, scene):
+    image, _ = phantom(0, size=(24, 24, 24))
+    volume = addVolume(scene, image, "case")
+    blank = addVolume(scene, np.zeros((24, 24, 24), np.uint8), "blank-label", labelmap=True)
+    panel = gui.open()
+    ui = panel.ui
+    choosePair(panel, volume, blank)
+    ui.precisionComboBox.setCurrentText("fp16")
+    ui.segmentDeviceComboBox.setCurrentText("cpu")
+    assert not ui.trainButton.enabled and "blank-label" in ui.trainButton.toolTip
+    assert not ui.segmentButton.enabled and "fp16" in ui.segmentButton.toolTip
