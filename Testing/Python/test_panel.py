@@ -195,3 +195,60 @@ def test_bad_choices_are_explained_on_the_disabled_buttons(gui, scene):
     ui.segmentDeviceComboBox.setCurrentText("cpu")
     assert not ui.trainButton.enabled and "blank-label" in ui.trainButton.toolTip
     assert not ui.segmentButton.enabled and "fp16" in ui.segmentButton.toolTip
+
+
+def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_meanwhile(gui, scene):
+    image, label = phantom(0, size=(24, 24, 24))
+    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
+    panel = gui.open()
+    ui = panel.ui
+    choosePair(panel, volume, labelmap)
+    ui.iterationsSpinBox.value = 100000  # far more than the test will wait for
+    for name in ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox"):
+        getattr(ui, name).value = 16
+    ui.nFiltersSpinBox.value = 4
+    ui.valFractionSpinBox.value = 0
+    ui.trainButton.click()
+    wait(panel, lambda: panel.trainingJob.monitor.fraction > 0)
+    assert ui.stopButton.enabled and not ui.resumeButton.enabled
+    ui.stopButton.click()
+    assert "Stopping" in ui.trainingStatusLabel.text and not ui.stopButton.enabled
+    wait(panel, lambda: panel.trainingJob.finished)
+    job = panel.trainingJob
+    assert job.state == "stopped" and ui.resumeButton.enabled and ui.trainButton.enabled
+    stoppedAt = job.monitor.iteration
+    logLines = ui.logTextEdit.text.count("\n")
+    ui.iterationsSpinBox.value = stoppedAt + 2  # the user shortens the run before resuming it
+    ui.resumeButton.click()
+    wait(panel, lambda: panel.trainingJob.finished)
+    assert job.state == "done", job.message
+    assert job.monitor.iteration == stoppedAt + 2 and ui.modelsTable.rowCount == 1
+    assert ui.logTextEdit.text.count("\n") > logLines  # the log goes on where it was, not from the start
+    assert gui.answers.errors == []
+
+
+def test_dependency_check_reports_the_training_python_devices_and_copies_the_report(gui):
+    panel = gui.open()
+    ui = panel.ui
+    ui.checkDependenciesButton.click()
+    assert "torch" in ui.dependencyStatusLabel.text and panel.deviceCheck is not None
+    wait(panel, lambda: panel.deviceCheck is None, timeout=120)
+    assert "cpu" in ui.dependencyStatusLabel.text.lower()
+    ui.copyReportButton.click()
+    assert gui.answers.clipboard == ui.dependencyStatusLabel.text
+
+
+def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene, monkeypatch):
+    editor = types.SimpleNamespace(setSegmentationNode=lambda node: setattr(editor, "segmentation", node),
+                                   setSourceVolumeNode=lambda node: setattr(editor, "source", node))
+    representation = types.SimpleNamespace(self=lambda: types.SimpleNamespace(editor=editor))
+    monkeypatch.setattr(slicer.modules, "segmenteditor",
+                        types.SimpleNamespace(widgetRepresentation=lambda: representation), raising=False)
+    volume = addVolume(scene, phantom(0, size=(24, 24, 24))[0], "case")
+    segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "case segmentation")
+    panel = gui.open()
+    panel.ui.inputVolumeSelector.setCurrentNode(volume)
+    panel.ui.outputSegmentationSelector.setCurrentNode(segmentation)
+    assert panel.ui.openSegmentEditorButton.enabled
+    panel.ui.openSegmentEditorButton.click()
+    assert (editor.segmentation, editor.source) == (segmentation, volume)
