@@ -252,3 +252,19 @@ def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene, mo
     assert panel.ui.openSegmentEditorButton.enabled
     panel.ui.openSegmentEditorButton.click()
     assert (editor.segmentation, editor.source) == (segmentation, volume)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fails for want of a GPU, which this machine has")
+def test_a_training_that_fails_says_why_and_keeps_the_panel_usable(gui, scene):
+    image, label = phantom(0, size=(24, 24, 24))
+    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
+    panel = gui.open()
+    ui = panel.ui
+    choosePair(panel, volume, labelmap)
+    ui.deviceComboBox.setCurrentText("cuda")  # allowed by the panel; the child finds no GPU on these machines
+    ui.trainButton.click()
+    wait(panel, lambda: panel.trainingJob.finished, timeout=120)
+    assert panel.trainingJob.state == "failed"
+    assert len(gui.answers.errors) == 1 and gui.answers.errors[0].startswith("Training failed")
+    assert "cuda" in gui.answers.errors[0].lower()
+    assert ui.trainButton.enabled and ui.addPairButton.enabled and not ui.resumeButton.enabled  # no checkpoint
