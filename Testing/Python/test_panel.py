@@ -73,6 +73,24 @@ def wait(panel, done, timeout=180):
         time.sleep(0.2)
 
 
+def panelWithOnePair(gui, scene):
+    """A panel over a scene with one phantom and its labelmap, chosen as the first labeled pair."""
+    image, label = phantom(0, size=(24, 24, 24))
+    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
+    panel = gui.open()
+    choosePair(panel, volume, labelmap)
+    return panel, volume, labelmap
+
+
+def setTinyTraining(ui, iterations):
+    """What a user would type for a quick run: few iterations of a small network on 16^3 patches."""
+    ui.iterationsSpinBox.value = iterations
+    for name in ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox"):
+        getattr(ui, name).value = 16
+    ui.nFiltersSpinBox.value = 4
+    ui.valFractionSpinBox.value = 0
+
+
 def choosePair(panel, volume, label):
     panel.ui.addPairButton.click()
     volumeCombo, labelCombo, segmentCombo = panel.rows[-1]
@@ -97,11 +115,7 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
         segments = choosePair(panel, volume, label)
         assert segments.count == 2 and segments.currentIndex == 1  # one label value: chosen for the user
     ui.unlabeledSelector.setCheckState(unlabeled, 2)
-    ui.iterationsSpinBox.value = 3
-    for name in ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox"):
-        getattr(ui, name).value = 16
-    ui.nFiltersSpinBox.value = 4
-    ui.valFractionSpinBox.value = 0
+    setTinyTraining(ui, iterations=3)
     ui.modelNameLineEdit.text = "panel-model"
     saved = panel.logic.state()  # every edit reached the parameter node
     assert [(p.volume, p.label) for p in saved.pairs] == list(zip(volumes, labels))
@@ -166,11 +180,8 @@ def test_models_are_renamed_exported_and_deleted_from_the_panel(gui, tinyModel, 
 
 
 def test_the_scene_keeps_the_panel_settings_and_a_closed_scene_clears_them(gui, scene):
-    image, label = phantom(0, size=(24, 24, 24))
-    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
-    panel = gui.open()
+    panel, volume, labelmap = panelWithOnePair(gui, scene)
     ui = panel.ui
-    choosePair(panel, volume, labelmap)
     ui.precisionComboBox.setCurrentText("fp32")
     ui.orientationsComboBox.setCurrentText("4")
     ui.largestComponentCheckBox.checked = True
@@ -198,16 +209,9 @@ def test_bad_choices_are_explained_on_the_disabled_buttons(gui, scene):
 
 
 def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_meanwhile(gui, scene):
-    image, label = phantom(0, size=(24, 24, 24))
-    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
-    panel = gui.open()
+    panel, _, _ = panelWithOnePair(gui, scene)
     ui = panel.ui
-    choosePair(panel, volume, labelmap)
-    ui.iterationsSpinBox.value = 100000  # far more than the test will wait for
-    for name in ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox"):
-        getattr(ui, name).value = 16
-    ui.nFiltersSpinBox.value = 4
-    ui.valFractionSpinBox.value = 0
+    setTinyTraining(ui, iterations=100000)  # far more than the test will wait for
     ui.trainButton.click()
     wait(panel, lambda: panel.trainingJob.monitor.fraction > 0)
     assert ui.stopButton.enabled and not ui.resumeButton.enabled
@@ -256,11 +260,8 @@ def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene, mo
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fails for want of a GPU, which this machine has")
 def test_a_training_that_fails_says_why_and_keeps_the_panel_usable(gui, scene):
-    image, label = phantom(0, size=(24, 24, 24))
-    volume, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
-    panel = gui.open()
+    panel, _, _ = panelWithOnePair(gui, scene)
     ui = panel.ui
-    choosePair(panel, volume, labelmap)
     ui.deviceComboBox.setCurrentText("cuda")  # allowed by the panel; the child finds no GPU on these machines
     ui.trainButton.click()
     wait(panel, lambda: panel.trainingJob.finished, timeout=120)
