@@ -5,7 +5,7 @@ runs in the tests against these: plain Python objects with PythonQt's surface as
 them, `blockSignals`), built from the real .ui file, over a real MRML scene from slicer-core. They check
 the panel's own code (its wiring, state and calls into the logic), not Qt's behaviour or looks.
 
-    with installed(monkeypatch, answers) as gui: ...   # see install()
+    install(monkeypatch, answers, slicerHome)   # then import DTCSegmentationLib.Widget (test_panel.py's `gui`)
 """
 from __future__ import annotations
 
@@ -21,11 +21,10 @@ Checked, Unchecked, ToolTipRole = 2, 0, 3
 class Widget:
     """QWidget: properties are attributes; `connect` records slots, `emit` calls them unless blocked."""
 
-    def __init__(self, name: str = "", **properties):
+    def __init__(self, name: str = ""):
         self.objectName, self.enabled, self.toolTip, self.text = name, True, "", ""
         self._slots: dict[str, list] = {}
         self._blocked = False
-        self.__dict__.update(properties)
 
     def connect(self, signal: str, slot) -> None:
         self._slots.setdefault(signal, []).append(slot)
@@ -52,9 +51,9 @@ class QPushButton(Widget):
 class QSpinBox(Widget):
     SIGNAL = "valueChanged(int)"
 
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self._value = 0
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     @property
     def value(self):
@@ -71,15 +70,15 @@ class QSpinBox(Widget):
 class QDoubleSpinBox(QSpinBox):
     SIGNAL = "valueChanged(double)"
 
-    def __init__(self, name="", **properties):
-        super().__init__(name, **properties)
+    def __init__(self, name=""):
+        super().__init__(name)
         self._value = float(self._value)
 
 
 class QCheckBox(Widget):
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self._checked = False
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     @property
     def checked(self):
@@ -93,10 +92,10 @@ class QCheckBox(Widget):
 
 
 class QComboBox(Widget):
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self.items: list[list] = []  # [text, data, tooltip]
         self.currentIndex = -1
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     count = property(lambda self: len(self.items))
     currentText = property(lambda self: self.items[self.currentIndex][0] if self.currentIndex >= 0 else "")
@@ -156,10 +155,10 @@ class QTableWidgetItem:
 
 
 class QTableWidget(Widget):
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self.cells: list[dict] = []
         self._currentRow = -1
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     rowCount = property(lambda self: len(self.cells))
 
@@ -197,9 +196,9 @@ class QTableWidget(Widget):
 class qMRMLNodeComboBox(Widget):
     """A node selector over the real scene; with `noneEnabled` off it selects the first node, as Slicer's."""
 
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self.nodeTypes, self.noneEnabled, self.scene, self._node = [], False, None, None
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     def setMRMLScene(self, scene):
         self.scene = scene
@@ -217,9 +216,9 @@ class qMRMLNodeComboBox(Widget):
 
 
 class qMRMLCheckableNodeComboBox(qMRMLNodeComboBox):
-    def __init__(self, name="", **properties):
+    def __init__(self, name=""):
         self._checkedNodes: list = []
-        super().__init__(name, **properties)
+        super().__init__(name)
 
     def setMRMLScene(self, scene):
         self.scene = scene
