@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 
 import ctk  # noqa: F401  (Slicer's designer widgets)
 import qt
@@ -520,8 +521,6 @@ class DTCPanel(VTKObservationMixin):
 
     # ---------------------------------------------------------------------------------- helpers
     def _error(self, title, message, details=""):
-        import logging
-
         logging.error("%s: %s\n%s", title, message, details)
         if self.showDialogs:
             slicer.util.errorDisplay(f"{title}: {message}", detailedText=details or None)
