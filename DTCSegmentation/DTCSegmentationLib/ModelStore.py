@@ -24,15 +24,12 @@ NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # what uniqueName() makes of 
 
 
 def _replaceAtomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write` fills a hidden sibling, which then replaces `path`: a crash or a full disk leaves the old
-    file or none, never part of one. (dtc_training.files does this too; the store's writes do not depend on
-    the backend, which Slicer's process imports only to read a model's metadata.)"""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """`write` fills a temporary sibling, synced and then renamed over `path`: a crash or a full disk leaves
+    the old file or none, never part of one. The backend's own writer (imported here, so that the module
+    loads and can say what is missing where the backend is not installed)."""
+    from dtc_training.files import atomic_write_named
+
+    atomic_write_named(path, write)
 
 
 def defaultRoot() -> Path:

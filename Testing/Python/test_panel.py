@@ -126,7 +126,7 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
     ui.trainButton.click()
     assert not ui.addPairButton.enabled and not ui.trainButton.enabled  # a running job's inputs are locked
     wait(panel, lambda: panel.trainingJob.finished)
-    assert panel.trainingJob.state == "done", panel.trainingJob.message + gui.answers.errors.__repr__()
+    assert panel.trainingJob.state == "done", f"{panel.trainingJob.message} {gui.answers.errors}"
     assert "Added to the model store as 'panel-model'" in ui.trainingStatusLabel.text
     assert ui.trainingProgressBar.value == 100 and "iteration" in ui.logTextEdit.text.lower()
     assert panel.plot is not None and ui.plotWidget.chart is panel.plot.chart
