@@ -1,13 +1,16 @@
 """What one click on Segment costs a clinician, end to end, in the Slicer module's own logic (real MRML from
-slicer-core): the volume written for the child, the child's start (Python, torch and MONAI imports), the model
-loaded (and quantized for int8), the inference, the label read back into a "Left atrium" segment. The
-inference alone is `inference_speed.py`'s subject; this is what the user waits for.
+slicer-core): the volume written for the inference child, the request, the model loaded (and quantized for
+int8) on its first use, the inference, the label read back into a "Left atrium" segment. The inference
+alone is `inference_speed.py`'s subject; this is what the user waits for.
 
     python benchmarks/segment_click.py [--la-root DIR] [--case ID] [--clicks 3] [--precision auto fp32]
 
-The network has the trained model's shape (16 filters, 112x112x80 patches, 0.625 mm) and untrained weights:
-its time does not depend on them. Prints a JSON record per click: total wall time and the child's own
-report of its inference time."""
+Per precision, three kinds of click: `cold` (no child yet: it starts, imports torch and MONAI, loads the
+model), `warm` (the same child, model loaded), and `prepared` (a new child started ahead with the model to load,
+as entering the module does, and done with both). The network has the trained model's shape (16 filters,
+112x112x80 patches, 0.625 mm) and untrained weights: its time does not depend on them. Prints a JSON record
+per click: wall time, the child's own report of its inference time, and the child's resident and peak memory
+(Linux /proc)."""
 from __future__ import annotations
 
 import argparse
@@ -56,17 +59,38 @@ def main() -> None:
         logic = InferenceLogic(store=ModelStore(Path(folder) / "store"))
         segmentation = None
         for precision in args.precision:
-            for click in range(1, args.clicks + 1):
+            logic.shutdown()
+            kinds = ["cold"] + ["warm"] * (args.clicks - 1) + ["prepared"]
+            for click, kind in enumerate(kinds, 1):
+                params = SegmentParameters(precision=precision)
+                if kind == "prepared":
+                    logic.shutdown()
+                    logic.prepare(str(model), params)
+                    while logic.server.pending:
+                        logic.server.poll()
+                        time.sleep(0.1)
                 started = time.perf_counter()
-                job = logic.segment(volume, str(model), segmentation, params=SegmentParameters(precision=precision),
-                                    timeout=600)
+                job = logic.segment(volume, str(model), segmentation, params=params, timeout=600)
                 total = time.perf_counter() - started
                 segmentation = job.segmentationNode  # later clicks update the same segment, as a rerun does
                 report = next((line for line in job.log if "->" in line), "")
                 inference = re.search(r", ([\d.]+) s\)", report)
-                print(json.dumps({"precision": precision, "click": click, "seconds": round(total, 2),
+                print(json.dumps({"precision": precision, "click": click, "kind": kind, "seconds": round(total, 2),
                                   "inference_seconds": float(inference.group(1)) if inference else None,
-                                  "shape": list(image.shape), "report": report.strip()}), flush=True)
+                                  **childMemory(logic.server.process.pid), "shape": list(image.shape),
+                                  "report": report.strip()}), flush=True)
+        logic.shutdown()
+
+
+def childMemory(pid: int) -> dict:
+    """The child's resident and peak resident memory in MB (Linux), else nothing."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return {}
+    kib = {key: int(value.split()[0]) for key, value in
+           (line.split(":", 1) for line in status.splitlines() if line.startswith(("VmRSS", "VmHWM")))}
+    return {"child_rss_mb": round(kib["VmRSS"] / 1024), "child_peak_rss_mb": round(kib["VmHWM"] / 1024)}
 
 
 if __name__ == "__main__":

@@ -1,26 +1,28 @@
-"""Segmenting a volume of the scene: export it (cropped to an ROI if given), run `dtc infer` in a child
-Python, import the label map as the "Left atrium" segment of a segmentation node (created once, updated
-on later runs).
+"""Segmenting a volume of the scene: export it (cropped to an ROI if given), have the warm inference child
+(`InferenceServer`) run `dtc infer` on it, import the label map as the "Left atrium" segment of a
+segmentation node (created once, updated on later runs).
 
 Usage (blocking, e.g. from a `--python-script`)::
 
     logic = InferenceLogic()
     job = logic.segment(volumeNode, "my-model")       # a model-store name or a model.pt path
     print(job.segmentationNode.GetName(), job.segmentId)
+    logic.shutdown()  # or let the logic go: its child ends with it
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 from .ModelStore import ModelStore, readModelMetadata
 from .Parameters import SegmentParameters
-from .Process import (EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment, collectOutput, explainFailure,
-                      pythonExecutable)
+from .InferenceServer import InferenceRequest, InferenceServer
+from .Process import EXIT_OK, ChildProcess, explainFailure
 from .SceneIO import cropToROI, importResult, isScalarVolume, writeVolume
 
 
@@ -31,7 +33,7 @@ class SegmentJob:
     modelPath: Path
     workDir: Path
     resultPath: Path
-    process: Optional[ProcessProtocol] = None
+    request: Optional[InferenceRequest] = None
     state: str = "running"  # running | done | failed | cancelled
     message: str = ""
     segmentId: str = ""
@@ -46,13 +48,33 @@ class SegmentJob:
 class InferenceLogic:
     def __init__(self, processFactory=ChildProcess, python: Optional[str] = None,
                  store: Optional[ModelStore] = None):
-        self.processFactory = processFactory
-        self.python = python
         self.store = store or ModelStore()
+        self.server = InferenceServer(processFactory, python)
+        self._endServer = weakref.finalize(self, self.server.stop)  # when the logic goes, or Python exits
 
-    def command(self, modelPath: Path, inputPath: Path, resultPath: Path, params: SegmentParameters) -> list[str]:
-        return [self.python or pythonExecutable(), "-m", "dtc_training", "infer", "--model", str(modelPath),
-                str(inputPath), "-o", str(resultPath), *params.arguments()]
+    @staticmethod
+    def arguments(modelPath: Path, inputPath: Path, resultPath: Path, params: SegmentParameters) -> list[str]:
+        """Of `dtc infer`."""
+        return ["--model", str(modelPath), str(inputPath), "-o", str(resultPath), *params.arguments()]
+
+    def prepare(self, model=None, params: Optional[SegmentParameters] = None) -> None:
+        """Start the inference child ahead of the first click, and have it load `model` (a store name or a
+        path) for `params`: the click then finds the backend imported and the model ready."""
+        self.server.start()
+        if model is None:
+            return
+        params = params or SegmentParameters()
+        try:
+            modelPath = self.store.resolve(model)
+            readModelMetadata(modelPath)
+        except ValueError:
+            return  # the click will say what is wrong with it
+        self.server.preload({"model": str(modelPath), "device": params.device, "precision": params.precision,
+                             "mode": params.mode})
+
+    def shutdown(self) -> None:
+        """End the inference child (Slicer closing, packages reinstalled); the next click starts a new one."""
+        self.server.stop()
 
     def start(self, inputVolume, model, segmentationNode=None, roi=None,
               params: Optional[SegmentParameters] = None, keepFiles: bool = False) -> SegmentJob:
@@ -92,15 +114,15 @@ class InferenceLogic:
         segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
         resultPath = workDir / "result.nrrd"
         job = SegmentJob(inputVolume, segmentationNode, modelPath, workDir, resultPath, keepFiles=keepFiles)
-        job.process = self.processFactory(self.command(modelPath, inputPath, resultPath, params),
-                                          env=backendEnvironment(), cwd=str(workDir))
+        job.request = self.server.submit(self.arguments(modelPath, inputPath, resultPath, params))
+        job.log = job.request.log
         return job
 
     def poll(self, job: SegmentJob) -> bool:
-        """Collect output; when the child has ended, import the result. Returns True once finished."""
+        """Collect output; once the child has answered, import the result. Returns True once finished."""
         if job.finished:
             return True
-        code = collectOutput(job.process, job.log)
+        code = self.server.poll(job.request)
         if code is None:
             return False
         try:
@@ -119,7 +141,7 @@ class InferenceLogic:
     def cancel(self, job: SegmentJob) -> None:
         if not job.finished:
             job.state, job.message = "cancelled", "Segmentation cancelled"
-            job.process.killTree()
+            self.server.stop()  # a segmentation cannot stop half way; a new child starts in seconds
             shutil.rmtree(job.workDir, ignore_errors=True)
 
     def segment(self, inputVolume, model, segmentationNode=None, roi=None,

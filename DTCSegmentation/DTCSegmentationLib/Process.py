@@ -3,8 +3,9 @@
 `ChildProcess` starts a command with `subprocess.Popen` in its own process group, reads its merged
 stdout/stderr on a daemon thread into a queue, and can end the whole process tree (the Slicer launcher
 `PythonSlicer` starts the real Python as a child, so killing only the launcher would leave it running).
-The widget drains `readLines()` from a QTimer; headless code calls `wait()`. Tests inject any object that
-follows `ProcessProtocol`.
+The widget drains `readLines()` from a QTimer; headless code calls `wait()`. A child started with
+`acceptsInput` also takes lines on its standard input (`send`): the inference server's requests. Tests inject
+any object that follows `ProcessProtocol`.
 
 `parseEvent` turns the trainer's JSON progress lines into dicts and ignores everything else;
 `explainFailure` turns an exit code and the log tail into a sentence a user can act on.
@@ -22,7 +23,8 @@ import threading
 import time
 from typing import Iterable, Optional, Protocol, Sequence
 
-EVENTS = {"start", "progress", "validation", "checkpoint", "stopped", "done", "error"}
+EVENTS = {"start", "progress", "validation", "checkpoint", "stopped", "done", "error",  # dtc train
+          "ready", "answer", "idle"}  # dtc serve
 
 # Exit codes of `dtc` (dtc_training.cli), repeated here so this file imports nothing heavy.
 EXIT_OK = 0
@@ -45,10 +47,15 @@ class ProcessProtocol(Protocol):
     def killTree(self) -> None: ...
 
 
+class InputProcessProtocol(ProcessProtocol, Protocol):
+    def send(self, line: str) -> None: ...
+
+
 class ChildProcess:
     """A started child process whose output lines are collected by a reader thread."""
 
-    def __init__(self, args: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None):
+    def __init__(self, args: Sequence[str], env: Optional[dict] = None, cwd: Optional[str] = None,
+                 acceptsInput: bool = False):
         kwargs = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP | getattr(subprocess, "CREATE_NO_WINDOW", 0)
@@ -56,7 +63,8 @@ class ChildProcess:
             kwargs["start_new_session"] = True  # own process group: the tree can be signalled at once
         self.args = list(args)
         self._proc = subprocess.Popen(
-            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            stdin=subprocess.PIPE if acceptsInput else subprocess.DEVNULL,
             env=env, cwd=cwd, text=True, encoding="utf-8", errors="replace", bufsize=1, **kwargs)
         self.pid = self._proc.pid
         self._queue: "queue.Queue[str]" = queue.Queue()
@@ -94,6 +102,11 @@ class ChildProcess:
             except queue.Empty:
                 return lines
 
+    def send(self, line: str) -> None:
+        """Write one line to the child's standard input; OSError once the child has gone."""
+        self._proc.stdin.write(line + "\n")
+        self._proc.stdin.flush()
+
     def wait(self, timeout: Optional[float] = None) -> Optional[int]:
         try:
             self._proc.wait(timeout)
@@ -130,6 +143,11 @@ class ChildProcess:
             self._proc.wait(10)
         except subprocess.TimeoutExpired:
             self._proc.kill()
+        if self._proc.stdin is not None:
+            try:
+                self._proc.stdin.close()
+            except OSError:  # the unread rest of a line could not be flushed to the ended child
+                pass
         self._eof.wait(EOF_GRACE_S)
 
 

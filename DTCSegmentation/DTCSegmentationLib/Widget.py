@@ -140,11 +140,16 @@ class DTCPanel(VTKObservationMixin):
             self.trainingJob.process.killTree()  # Slicer is closing: leave no orphan trainer behind
         if self.segmentJob is not None and not self.segmentJob.finished:
             self.logic.inference.cancel(self.segmentJob)
+        self.logic.inference.shutdown()
         if self.deviceCheck is not None:
             self.deviceCheck.process.killTree()
 
     def enter(self):
         self.loadFromParameterNode()
+        state = self.collectState()
+        if state.modelName:
+            # The first Segment click then finds the backend imported and the model loaded.
+            self.logic.inference.prepare(state.modelName, state.segmenting)
 
     def exit(self):
         self.saveToParameterNode()
@@ -516,6 +521,7 @@ class DTCPanel(VTKObservationMixin):
         self.deviceCheck = None
 
     def onInstallDependencies(self):
+        self.logic.inference.shutdown()  # the next inference child imports what gets installed now
         if self._dependenciesReady():
             self.ui.dependencyStatusLabel.text += "\n" + _("Ready.")
 

@@ -21,6 +21,7 @@ COMMANDS = {
     "import-official": "import_official",
     "info": "info",
     "devices": "devices",
+    "serve": "serve",
 }
 
 
@@ -44,7 +45,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv).parse_args(argv)
+    return run_command(build_parser(argv).parse_args(argv))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed sub-command; bad input becomes its message on stderr and EXIT_BAD_INPUT."""
     from .errors import InputError
 
     try:

@@ -63,6 +63,10 @@ class Model:
             self._int8 = quantized_copy(self.folded)
         return self._int8
 
+    def fast_network(self, precision: str) -> torch.nn.Module:
+        """What fast mode runs for a resolved precision: the int8 copy, else the BN-folded network."""
+        return self.int8 if precision == "int8" else self.folded
+
 
 @dataclass
 class Segmentation:
@@ -110,9 +114,8 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     if mode == "official":
         predict = partial(predict_official, model.net, patch=patch, device=model.device)
     else:
-        network = model.int8 if precision == "int8" else model.folded
-        predict = partial(predict_fast, network, patch=patch, device=model.device, fp16=precision == "fp16",
-                          n_filters=model.meta["n_filters"], memory_gb=memory_gb,
+        predict = partial(predict_fast, model.fast_network(precision), patch=patch, device=model.device,
+                          fp16=precision == "fp16", n_filters=model.meta["n_filters"], memory_gb=memory_gb,
                           max_sides=window_sides(patch, window_size))
     prob, info = average_over_orientations(predict, array, orientations)
     moved_to_cpu = precision == "fp16" and info["device"] == "cpu"  # out of GPU memory: finished in fp32

@@ -3,6 +3,7 @@ file, real MRML (slicer-core), a real `dtc train` and `dtc infer` child, a real 
 GUI is a stand-in (qt_stand_in.py: no Slicer GUI exists on these machines)."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -149,6 +150,33 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
     assert (state.pairs[-1].volume, state.pairs[-1].label) == (unlabeled, result) and unlabeled not in state.unlabeled
     assert len(panel.rows) == 3 and not ui.trainCollapsibleButton.collapsed
     assert gui.answers.errors == []
+
+
+def test_one_inference_child_started_on_entering_serves_every_click_and_ends_with_the_panel(gui, scene, tinyModel):
+    volumes = [addVolume(scene, phantom(i, size=(24, 24, 24))[0], f"scan{i}") for i in range(2)]
+    panel = gui.open()
+    server = panel.logic.inference.server
+    panel.enter()
+    assert server.process is None  # no model to segment with: nothing started
+    panel.logic.store.importModel(tinyModel, "la")
+    panel.refreshModels()
+    panel.enter()
+    assert server.running  # started ahead of the first click, and loading the chosen model
+    assert server.preloaded == {"model": str(panel.logic.store.get("la").path), "device": "auto",
+                                "precision": "auto", "mode": "fast"}
+    child = server.process.pid
+    for volume in volumes:
+        panel.ui.inputVolumeSelector.setCurrentNode(volume)
+        panel.ui.outputSegmentationSelector.setCurrentNode(None)
+        panel.ui.segmentButton.click()
+        wait(panel, lambda: panel.segmentJob.finished)
+        assert panel.segmentJob.state == "done", panel.segmentJob.message + "\n".join(panel.segmentJob.log)
+        assert panel.segmentJob.segmentationNode.GetName() == f"{volume.GetName()} segmentation"
+        assert server.process.pid == child  # the same warm child
+    panel.cleanup()  # as when Slicer closes
+    assert server.process is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 def test_models_are_renamed_exported_and_deleted_from_the_panel(gui, tinyModel, tmp_path):

@@ -37,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, help="write the per-input reports as JSON")
 
 
-def run(args) -> int:
+def run(args, models=None) -> int:
+    """`models` (from `dtc serve`) keeps the loaded model between calls; without it the model is loaded here."""
     import logging
 
     from ..errors import InputError
@@ -51,7 +52,8 @@ def run(args) -> int:
         raise InputError(f"--memory-gb {args.memory_gb}: must be positive")
     if args.report:
         check_output(args.report)
-    model = Model.load(args.model, inference_device(args.device, args.precision))
+    device = inference_device(args.device, args.precision)
+    model = models.get(args.model, device) if models is not None else Model.load(args.model, device)
     resolve_precision(args.precision, args.mode, model.device)  # refused before any input is read
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
