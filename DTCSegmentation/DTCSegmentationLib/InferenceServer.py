@@ -6,11 +6,18 @@ The child is started on demand (or ahead of time by `start`), restarted when it 
 an idle exit), and ended by `stop`, which is also how a running request is cancelled: a segmentation cannot
 be interrupted half way, and a new child starts in seconds. It ends by itself when its standard input
 closes, so it never outlives Slicer, and after `idleSeconds` without a request, so that an idle Slicer
-does not hold its memory."""
+does not hold its memory.
+
+The requests travel on the child's standard input, which Slicer's `PythonSlicer` launcher must pass on to
+the Python it starts. Where it does not (a launcher version or platform not seen here), the child never
+says it `received` a request: either its input ends at once or nothing arrives. The server then sends that
+request, and every later one, to a child of its own (`dtc serve --request`): slower, as every click pays
+the imports again, but working."""
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
@@ -18,6 +25,7 @@ from .Process import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, ChildProcess, InputP
     backendEnvironment, parseEvent, pythonExecutable
 
 IDLE_EXIT_S = 600  # the warm child holds torch and the model (about 1 GB); returned after 10 idle minutes
+INPUT_TIMEOUT_S = 20.0  # a ready child that has not received a request this long after it was sent never will
 
 
 @dataclass
@@ -27,6 +35,8 @@ class InferenceRequest:
     log: list = field(default_factory=list)  # the child's output while it worked on this request
     code: Optional[int] = None  # `dtc infer`'s exit code, once answered
     retried: bool = False
+    sentAt: Optional[float] = None  # time.monotonic() when handed to a child
+    received: bool = False  # the child said it read it
 
 
 class InferenceServer:
@@ -35,6 +45,9 @@ class InferenceServer:
         self.processFactory = processFactory
         self.python = python
         self.idleSeconds = idleSeconds
+        self.inputTimeout = INPUT_TIMEOUT_S
+        self.inputWorks: Optional[bool] = None  # whether the child's standard input reaches it (None: not known yet)
+        self._readyAt = 0.0
         self.process: Optional[InputProcessProtocol] = None
         self._pending: list[InferenceRequest] = []  # sent and not answered, oldest first
         self._unclaimed: list[str] = []  # output before any request (an import error, warnings)
@@ -52,13 +65,18 @@ class InferenceServer:
         return self.process is not None and not self._idle and self.process.poll() is None
 
     @property
+    def oneShot(self) -> bool:
+        """Each request in a child of its own: the children cannot be sent requests (see the module notes)."""
+        return self.inputWorks is False
+
+    @property
     def pending(self) -> int:
         """Requests sent and not answered yet."""
         return len(self._pending)
 
     def start(self) -> None:
         """Start the child unless one is running; started ahead of a click, it has imported the backend by then."""
-        if self.running:
+        if self.running or self.oneShot:
             return
         if self.process is not None:
             if self._idle:
@@ -80,7 +98,7 @@ class InferenceServer:
     def preload(self, load: dict) -> None:
         """Have the child load a model ahead of its first request (see `dtc serve`); once per child and model."""
         self.start()
-        if load != self.preloaded:
+        if load != self.preloaded and not self.oneShot:
             self.preloaded = dict(load)
             self._send(InferenceRequest({"load": self.preloaded}, next(self._ids)))
 
@@ -102,10 +120,43 @@ class InferenceServer:
 
     def _send(self, request: InferenceRequest) -> None:
         self._pending.append(request)
-        try:
-            self.process.send(json.dumps({"id": request.id, **request.body}))
-        except OSError:
-            pass  # the child has ended: _collect reports how
+        self._transmit()
+
+    def _transmit(self) -> None:
+        """Hand the pending requests not sent yet to the child: all of them on its input, or in one-shot mode
+        the oldest, to a child of its own, once the previous one has ended."""
+        unsent = [r for r in self._pending if r.sentAt is None]
+        if not unsent:
+            return
+        if self.oneShot:
+            for request in [r for r in unsent if "load" in r.body]:  # nothing to load ahead for
+                request.code = EXIT_OK
+                self._pending.remove(request)
+            unsent = [r for r in unsent if "load" not in r.body]
+            if self.process is None and unsent:
+                unsent[0].sentAt = time.monotonic()
+                self.process = self.processFactory(self.command() + ["--request", self._line(unsent[0])],
+                                                   env=backendEnvironment())
+            return
+        self.start()
+        for request in unsent:
+            request.sentAt = time.monotonic()
+            try:
+                self.process.send(self._line(request))
+            except OSError:
+                pass  # the child has ended: _collect reports how
+
+    @staticmethod
+    def _line(request: InferenceRequest) -> str:
+        return json.dumps({"id": request.id, **request.body})
+
+    def _inputLost(self) -> bool:
+        """A ready child has not received the oldest request long after it was sent."""
+        if self.inputWorks is not None or not self.ready or not self._pending:
+            return False
+        oldest = self._pending[0]
+        return (oldest.sentAt is not None and not oldest.received
+                and time.monotonic() - max(oldest.sentAt, self._readyAt) > self.inputTimeout)
 
     def _collect(self) -> None:
         process = self.process
@@ -113,24 +164,39 @@ class InferenceServer:
             self._dispatch(line)
         code = process.poll()
         if code is None:
-            return
+            if not self._inputLost():
+                return
+            process.killTree()
+            code = process.poll()
         for line in process.readLines():  # what arrived between the read and the exit
             self._dispatch(line)
         process.killTree()  # reap anything it left behind
-        self.process, self.ready, unanswered, self._pending = None, False, self._pending, []
-        idle = self._idle
+        unanswered = [r for r in self._pending if r.sentAt is not None]
+        inputLost = (self.inputWorks is None and self.ready and bool(unanswered)
+                     and not any(r.received for r in unanswered))  # ready, yet it never read a request
+        if inputLost:
+            self.inputWorks = False
+        leftForIdleness = self._idle
+        self.process, self.ready, self._pending = None, False, [r for r in self._pending if r.sentAt is None]
         for request in unanswered:
-            if idle and not request.retried:  # sent while the child was leaving for idleness: ask a new one
-                request.retried = True
-                self.start()
-                self._send(request)
+            if (leftForIdleness or inputLost) and not request.retried:  # ask a new child
+                request.retried, request.sentAt, request.received = True, None, False
+                self._pending.append(request)
             else:
                 request.code = code if code != EXIT_OK else EXIT_ERROR
+        self._transmit()
 
     def _dispatch(self, line: str) -> None:
         event = parseEvent(line)
         if event is not None and event["event"] in ("ready", "idle"):
             self.ready, self._idle = event["event"] == "ready", event["event"] == "idle"
+            self._readyAt = time.monotonic()
+        elif event is not None and event["event"] == "received":
+            request = next((r for r in self._pending if r.id == event.get("id")), None)
+            if request is not None:
+                request.received = True
+                if self.inputWorks is None:
+                    self.inputWorks = True
         elif event is not None and event["event"] == "answer":
             request = next((r for r in self._pending if r.id == event.get("id")), None)
             if request is not None:

@@ -24,7 +24,7 @@ import time
 from typing import Iterable, Optional, Protocol, Sequence
 
 EVENTS = {"start", "progress", "validation", "checkpoint", "stopped", "done", "error",  # dtc train
-          "ready", "answer", "idle"}  # dtc serve
+          "ready", "received", "answer", "idle"}  # dtc serve
 
 # Exit codes of `dtc` (dtc_training.cli), repeated here so this file imports nothing heavy.
 EXIT_OK = 0

@@ -69,6 +69,7 @@ def test_requests_are_answered_like_dtc_infer_and_the_process_lives_on_after_fai
         answer, log = server.ask({"id": 1, "infer": ["--model", str(model), str(tmp_path / "scan.nrrd"),
                                                      "-o", str(tmp_path / "served.nrrd"), *options]})
         assert answer == {"event": "answer", "id": 1, "code": 0}, log
+        assert '{"event": "received", "id": 1}' in log  # said on reading, before the work
         assert any("largest component not applied" in line for line in log)  # the request's log comes first
         assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "served.nrrd"))), cli)
 
@@ -123,3 +124,14 @@ def test_a_load_request_builds_the_network_the_first_scan_will_run(tmp_path):
     assert models.model._folded is not None and models.model._int8 is None
     preload(models, str(path), precision="int8")  # device auto: the CPU for int8
     assert models.model._int8 is not None
+
+
+def test_one_request_given_as_an_argument_is_answered_without_reading_standard_input(tmp_path):
+    model = threshold_model_file(tmp_path / "model.pt")
+    image, _, _ = ball_image()
+    sitk.WriteImage(image, str(tmp_path / "scan.nrrd"))
+    request = {"id": 9, "infer": ["--model", str(model), str(tmp_path / "scan.nrrd"), "-o",
+                                  str(tmp_path / "label.nrrd"), "--device", "cpu"]}
+    proc = run_dtc("serve", "--request", json.dumps(request), stdin=subprocess.DEVNULL)
+    assert proc.stdout.splitlines()[-1] == '{"event": "answer", "id": 9, "code": 0}'
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "label.nrrd"))).any()

@@ -1,6 +1,7 @@
 """The warm inference child (InferenceServer) through InferenceLogic: kept between segmentations, restarted
-after a crash, a cancel or an idle exit, and failures explained. Real `dtc serve` children throughout; where a
-child must die at a chosen moment, a real short-lived process takes its place for that one start."""
+after a crash, a cancel or an idle exit, failures explained, and a launcher that does not pass standard input
+on. Real `dtc serve` children throughout; where a child must die at a chosen moment, or a launcher behave in
+a chosen way, a real short-lived process takes its place (Slicer's PythonSlicer launcher does not exist here)."""
 from __future__ import annotations
 
 import os
@@ -117,3 +118,28 @@ def test_a_child_that_cannot_start_explains_why(volume, tinyModel, tmp_path):
     job = finish(logic, logic.start(volume, str(tinyModel), params=PARAMS))
     assert job.state == "failed"
     assert "'dtc_missing_backend' is missing" in job.message
+
+
+# Launchers that start the real child as `PythonSlicer` would, but do not pass their standard input on.
+CLOSED_INPUT = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:], stdin=subprocess.DEVNULL))"
+SILENT_INPUT = "import subprocess, sys; sys.exit(subprocess.Popen(sys.argv[1:], stdin=subprocess.PIPE).wait())"
+
+
+@pytest.mark.parametrize("launcher", [CLOSED_INPUT, SILENT_INPUT], ids=["input-closed", "input-never-arrives"])
+def test_a_launcher_that_does_not_pass_input_on_gets_one_child_per_request(volume, tinyModel, tmp_path, launcher):
+    starts = []
+
+    def throughLauncher(args, **kwargs):
+        starts.append(args)
+        return ChildProcess([sys.executable, "-c", launcher, *args], **kwargs)
+
+    logic = logicWith(tmp_path, throughLauncher, inputTimeout=1.0)
+    logic.prepare(str(tinyModel), PARAMS)
+    job = finish(logic, logic.start(volume, str(tinyModel), params=PARAMS))
+    assert job.state == "done", job.message + "\n".join(job.log)
+    assert logic.server.oneShot and "--request" in starts[-1] and len(starts) == 2
+    reference = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
+    assert np.array_equal(reference, SceneIO.segmentArray(
+        logic.segment(volume, str(tinyModel), job.segmentationNode, params=PARAMS, timeout=120).segmentationNode,
+        job.segmentId, volume))
+    assert len(starts) == 3 and "--request" in starts[-1]  # a child of its own for every later request too

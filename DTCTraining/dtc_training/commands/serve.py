@@ -5,12 +5,16 @@ such child between Segment clicks.
 Protocol, one JSON object per line:
     request (stdin):  {"id": 7, "infer": ["--model", "m.pt", "scan.nrrd", "-o", "label.nrrd", ...]}
                       {"id": 8, "load": {"model": "m.pt", "device": "auto", "precision": "auto"}}
-    answer (stdout):  {"event": "answer", "id": 7, "code": 0}
-`code` is the exit code `dtc infer` would have returned (0, 1 with a traceback, 2 with the message); the
-request's log lines come before its answer. A `load` request loads a model ahead of its first scan, with
-its fast-mode network (BN folded, and quantized for int8): about 2 s that a clinician's first click then
-does not wait for. {"event": "ready"} says that the imports are done. The process ends at the end of its
-input, or after `--idle-exit` seconds without a request, when it first prints {"event": "idle"}."""
+    output (stdout):  {"event": "ready"} once the imports are done;
+                      {"event": "received", "id": 7} as soon as a request is read;
+                      the request's log lines;
+                      {"event": "answer", "id": 7, "code": 0}.
+`code` is the exit code `dtc infer` would have returned (0, 1 with a traceback, 2 with the message). A
+`load` request loads a model ahead of its first scan, with its fast-mode network (BN folded, and quantized
+for int8): about 2 s that a clinician's first click then does not wait for. The process ends at the end of
+its input, or after `--idle-exit` seconds without a request, when it first prints {"event": "idle"}.
+`--request JSON` answers that one request and ends: for a caller whose launcher does not pass its standard
+input on (`received` is how the caller finds out)."""
 from __future__ import annotations
 
 import argparse
@@ -28,6 +32,7 @@ HELP = "answer dtc infer requests (JSON lines on standard input) with models kep
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
                    help="end after this many seconds without a request (default 0: never)")
+    p.add_argument("--request", metavar="JSON", help="answer this one request instead of reading standard input")
 
 
 class LoadedModel:
@@ -52,9 +57,22 @@ class LoadedModel:
         return self.model
 
 
+def _event(event: str, **fields) -> None:
+    """One JSON line, in one write: the reader thread's lines must not split the main thread's."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
 def _read_requests(requests: "queue.Queue[str | None]") -> None:
+    """Queue each line of standard input, and say at once that it arrived (the answer may come much later)."""
     for line in sys.stdin:
-        requests.put(line)
+        if line.strip():
+            try:
+                request_id = json.loads(line).get("id")
+            except (ValueError, AttributeError):
+                request_id = None  # refused when its turn comes
+            _event("received", id=request_id)
+            requests.put(line)
     requests.put(None)
 
 
@@ -103,21 +121,26 @@ def run(args) -> int:
     parser = argparse.ArgumentParser(prog="dtc infer")
     infer.add_arguments(parser)
     parser.set_defaults(run=partial(infer.run, models=models), command="infer")
-    print(json.dumps({"event": "ready"}), flush=True)
+    _event("ready")
+
+    def respond(line: str) -> None:
+        request_id, code = answer(line, parser, models)
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()  # give the GPU back to a training between clicks
+        sys.stderr.flush()  # the request's messages before its answer
+        _event("answer", id=request_id, code=code)
+
+    if args.request is not None:
+        respond(args.request)
+        return 0
     requests: "queue.Queue[str | None]" = queue.Queue()
     threading.Thread(target=_read_requests, args=(requests,), name="dtc-serve-stdin", daemon=True).start()
     while True:
         try:
             line = requests.get(timeout=args.idle_exit or None)
         except queue.Empty:
-            print(json.dumps({"event": "idle", "seconds": args.idle_exit}), flush=True)
+            _event("idle", seconds=args.idle_exit)
             return 0
         if line is None:
             return 0
-        if not line.strip():
-            continue
-        request_id, code = answer(line, parser, models)
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()  # give the GPU back to a training between clicks
-        sys.stderr.flush()  # the request's messages before its answer
-        print(json.dumps({"event": "answer", "id": request_id, "code": code}), flush=True)
+        respond(line)
