@@ -49,7 +49,7 @@ class InferenceServer:
         self.inputWorks: Optional[bool] = None  # whether the child's standard input reaches it (None: not known yet)
         self._readyAt = 0.0
         self.process: Optional[InputProcessProtocol] = None
-        self._pending: list[InferenceRequest] = []  # sent and not answered, oldest first
+        self._pending: list[InferenceRequest] = []  # not answered yet (sent or waiting), oldest first
         self._unclaimed: list[str] = []  # output before any request (an import error, warnings)
         self._idle = False  # the child announced its idle exit
         self.ready = False  # the child has imported the backend
