@@ -65,10 +65,9 @@ class InferenceLogic:
             return
         params = params or SegmentParameters()
         try:
-            modelPath = self.store.resolve(model)
-            readModelMetadata(modelPath)
+            modelPath = self.store.resolve(model)  # not read here: that would import torch into Slicer's GUI
         except ValueError:
-            return  # the click will say what is wrong with it
+            return  # the click will say what is wrong with it (as the child does to a bad model file)
         self.server.preload({"model": str(modelPath), "device": params.device, "precision": params.precision,
                              "mode": params.mode})
 
