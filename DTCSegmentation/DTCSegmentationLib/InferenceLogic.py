@@ -57,19 +57,20 @@ class InferenceLogic:
         """Of `dtc infer`."""
         return ["--model", str(modelPath), str(inputPath), "-o", str(resultPath), *params.arguments()]
 
-    def prepare(self, model=None, params: Optional[SegmentParameters] = None) -> None:
+    def prepare(self, model=None, params: Optional[SegmentParameters] = None) -> Optional[InferenceRequest]:
         """Start the inference child ahead of the first click, and have it load `model` (a store name or a
-        path) for `params`: the click then finds the backend imported and the model ready."""
+        path) for `params`: the click then finds the backend imported and the model ready. Returns the load
+        request (`self.server.poll(request)` is 0 once loaded), or None when nothing is loading."""
         self.server.start()
         if model is None:
-            return
+            return None
         params = params or SegmentParameters()
         try:
             modelPath = self.store.resolve(model)  # not read here: that would import torch into Slicer's GUI
         except ValueError:
-            return  # the click will say what is wrong with it (as the child does to a bad model file)
-        self.server.preload({"model": str(modelPath), "device": params.device, "precision": params.precision,
-                             "mode": params.mode})
+            return None  # the click will say what is wrong with it (as the child does to a bad model file)
+        return self.server.preload({"model": str(modelPath), "device": params.device,
+                                    "precision": params.precision, "mode": params.mode})
 
     def shutdown(self) -> None:
         """End the inference child (Slicer closing, packages reinstalled); the next click starts a new one."""

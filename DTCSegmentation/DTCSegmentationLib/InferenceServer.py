@@ -54,7 +54,7 @@ class InferenceServer:
         self._idle = False  # the child announced its idle exit
         self.ready = False  # the child has imported the backend
         self._ids = itertools.count(1)
-        self.preloaded: Optional[dict] = None  # the latest load request sent to this child
+        self.preloaded: Optional[InferenceRequest] = None  # the latest load request sent to this child
 
     def command(self) -> list[str]:
         return [self.python or pythonExecutable(), "-m", "dtc_training", "serve",
@@ -95,12 +95,16 @@ class InferenceServer:
         self._send(request)
         return request
 
-    def preload(self, load: dict) -> None:
-        """Have the child load a model ahead of its first request (see `dtc serve`); once per child and model."""
+    def preload(self, load: dict) -> Optional[InferenceRequest]:
+        """Have the child load a model ahead of its first request (see `dtc serve`); once per child and model.
+        The load request (answered with 0 once the model is ready), or None where nothing loads ahead."""
         self.start()
-        if load != self.preloaded and not self.oneShot:
-            self.preloaded = dict(load)
-            self._send(InferenceRequest({"load": self.preloaded}, next(self._ids)))
+        if self.oneShot:
+            return None
+        if self.preloaded is None or self.preloaded.body["load"] != load:
+            self.preloaded = InferenceRequest({"load": dict(load)}, next(self._ids))
+            self._send(self.preloaded)
+        return self.preloaded
 
     def poll(self, request: Optional[InferenceRequest] = None) -> Optional[int]:
         """The request's exit code once answered (or the child's, when it ended first), else None. Without a

@@ -82,6 +82,7 @@ class DTCPanel(VTKObservationMixin):
         self.rows = []  # (volume combo, label combo, segment combo) per labeled pair
         self.trainingJob = None
         self.segmentJob = None
+        self.modelLoad = None  # (model name, load request) while the inference child loads it ahead of a click
         self.deviceCheck = None
         self.plot = None
         self._logSeen = 0
@@ -138,7 +139,7 @@ class DTCPanel(VTKObservationMixin):
         self.removeObservers()
         if self.trainingJob is not None and not self.trainingJob.finished:
             self.trainingJob.process.killTree()  # Slicer is closing: leave no orphan trainer behind
-        if self.segmentJob is not None and not self.segmentJob.finished:
+        if self._segmenting():
             self.logic.inference.cancel(self.segmentJob)
         self.logic.inference.shutdown()
         if self.deviceCheck is not None:
@@ -149,7 +150,12 @@ class DTCPanel(VTKObservationMixin):
         state = self.collectState()
         if state.modelName:
             # The first Segment click then finds the backend imported and the model loaded.
-            self.logic.inference.prepare(state.modelName, state.segmenting)
+            request = self.logic.inference.prepare(state.modelName, state.segmenting)
+            if request is not None and request.code is None:
+                self.modelLoad = (state.modelName, request)
+                if not self._segmenting():
+                    self.ui.segmentStatusLabel.text = _("Loading model '{name}'...").format(name=state.modelName)
+                self.timer.start()
 
     def exit(self):
         self.saveToParameterNode()
@@ -293,8 +299,7 @@ class DTCPanel(VTKObservationMixin):
         if state.inputVolume is None:
             problems.append(_("choose an input volume"))
         problems += state.segmenting.problems()
-        segmenting = self.segmentJob is not None and not self.segmentJob.finished
-        ui.segmentButton.enabled = not problems and not segmenting
+        ui.segmentButton.enabled = not problems and not self._segmenting()
         ui.segmentButton.toolTip = "\n".join(problems) or _("Segment the left atrium in the input volume")
         hasResult = state.outputSegmentation is not None and state.inputVolume is not None
         ui.openSegmentEditorButton.enabled = hasResult
@@ -353,13 +358,14 @@ class DTCPanel(VTKObservationMixin):
     def onTimer(self):
         if self.trainingJob is not None and self.trainingJob.state in ("running", "stopping"):
             self._followTraining()
-        if self.segmentJob is not None and not self.segmentJob.finished:
-            if self.logic.inference.poll(self.segmentJob):
-                self._segmentFinished()
+        if self._segmenting() and self.logic.inference.poll(self.segmentJob):
+            self._segmentFinished()
+        if self.modelLoad is not None and self.logic.inference.server.poll(self.modelLoad[1]) is not None:
+            self._modelLoaded()
         if self.deviceCheck is not None and self.deviceCheck.poll():
             self._deviceCheckFinished()
-        busy = (self.trainingJob is not None and not self.trainingJob.finished) or \
-               (self.segmentJob is not None and not self.segmentJob.finished) or self.deviceCheck is not None
+        busy = (self.trainingJob is not None and not self.trainingJob.finished) or self._segmenting() or \
+            self.modelLoad is not None or self.deviceCheck is not None
         if not busy:
             self.timer.stop()
         self.updateButtons()
@@ -407,6 +413,15 @@ class DTCPanel(VTKObservationMixin):
         self.ui.segmentStatusLabel.text = _("Segmenting...")
         self.timer.start()
         self.updateButtons()
+
+    def _segmenting(self) -> bool:
+        return self.segmentJob is not None and not self.segmentJob.finished
+
+    def _modelLoaded(self):
+        (name, request), self.modelLoad = self.modelLoad, None
+        if not self._segmenting():  # the label is the running segmentation's otherwise
+            loaded = _("Model '{name}' loaded: ready to segment.").format(name=name)
+            self.ui.segmentStatusLabel.text = loaded if request.code == 0 else ""  # a failure: the click explains
 
     def _segmentFinished(self):
         job = self.segmentJob

@@ -162,8 +162,12 @@ def test_one_inference_child_started_on_entering_serves_every_click_and_ends_wit
     panel.refreshModels()
     panel.enter()
     assert server.running  # started ahead of the first click, and loading the chosen model
-    assert server.preloaded == {"model": str(panel.logic.store.get("la").path), "device": "auto",
-                                "precision": "auto", "mode": "fast"}
+    assert server.preloaded.body["load"] == {"model": str(panel.logic.store.get("la").path), "device": "auto",
+                                             "precision": "auto", "mode": "fast"}
+    assert panel.ui.segmentStatusLabel.text == "Loading model 'la'..." and panel.timer.active
+    wait(panel, lambda: panel.modelLoad is None)
+    assert panel.ui.segmentStatusLabel.text == "Model 'la' loaded: ready to segment."
+    assert not panel.timer.active
     child = server.process.pid
     for volume in volumes:
         panel.ui.inputVolumeSelector.setCurrentNode(volume)
