@@ -155,6 +155,8 @@ def render(output: Path, progress: Path | None = None) -> Path:
         status = monitor.statusText()
         panel.findChild(QtWidgets.QProgressBar, "trainingProgressBar").setValue(round(100 * monitor.fraction))
     panel.findChild(QtWidgets.QLabel, "trainingStatusLabel").setText(status)
+    panel.findChild(QtWidgets.QLabel, "segmentStatusLabel").setText(  # as on entering the module
+        "Model 'la-dtc-16labeled' loaded: ready to segment.")
     panel.findChild(QtWidgets.QPlainTextEdit, "logTextEdit").setFixedHeight(50)
     panel.findChild(qMRMLPlotWidget, "plotWidget").setPixmap(plotPixmap(seen))
     panel.findChild(QtWidgets.QLabel, "modelFolderLabel").setText("Model store: ~/.dtcsegmentation/models")
