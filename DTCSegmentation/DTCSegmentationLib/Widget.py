@@ -115,6 +115,7 @@ class DTCPanel(VTKObservationMixin):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
         ui.unlabeledSelector.connect("checkedNodesChanged()", self.onInputsChanged)
         ui.modelComboBox.connect("currentTextChanged(QString)", self.onInputsChanged)
+        ui.modelComboBox.connect("activated(int)", lambda index: self.prepareInference())  # the user's choice
         ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.show3DButton.setSegmentationNode)
         ui.addPairButton.connect("clicked()", lambda: self.addRow())
         ui.removePairButton.connect("clicked()", self.onRemovePair)
@@ -147,9 +148,13 @@ class DTCPanel(VTKObservationMixin):
 
     def enter(self):
         self.loadFromParameterNode()
+        self.prepareInference()
+
+    def prepareInference(self):
+        """Have the inference child load the chosen model now: the next Segment click then finds the backend
+        imported and the model loaded."""
         state = self.collectState()
         if state.modelName:
-            # The first Segment click then finds the backend imported and the model loaded.
             request = self.logic.inference.prepare(state.modelName, state.segmenting)
             if request is not None and request.code is None:
                 self.modelLoad = (state.modelName, request)

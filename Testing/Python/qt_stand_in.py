@@ -135,6 +135,11 @@ class QComboBox(Widget):
             self.currentIndex = index
             self._changed(before)
 
+    def activate(self, index):
+        """A user's choice of an item: `activated(int)` is Qt's signal for those only."""
+        self.setCurrentIndex(index)
+        self.emit("activated(int)", index)
+
     def _changed(self, textBefore):
         self.emit("currentIndexChanged(int)", self.currentIndex)
         if self.currentText != textBefore:

@@ -168,6 +168,12 @@ def test_one_inference_child_started_on_entering_serves_every_click_and_ends_wit
     wait(panel, lambda: panel.modelLoad is None)
     assert panel.ui.segmentStatusLabel.text == "Model 'la' loaded: ready to segment."
     assert not panel.timer.active
+    panel.logic.store.importModel(tinyModel, "la-copy")
+    panel.refreshModels()
+    panel.ui.modelComboBox.activate(panel.ui.modelComboBox.findText("la-copy"))  # the user picks another model
+    assert server.preloaded.body["load"]["model"] == str(panel.logic.store.get("la-copy").path)
+    wait(panel, lambda: panel.modelLoad is None)
+    assert panel.ui.segmentStatusLabel.text == "Model 'la-copy' loaded: ready to segment."
     child = server.process.pid
     for volume in volumes:
         panel.ui.inputVolumeSelector.setCurrentNode(volume)
