@@ -5,7 +5,7 @@ Why not `slicer.parameterNodeWrapper`: it needs Slicer's Qt application and does
 for the two inputs that matter most here (the labeled-pairs table and the checkable list of unlabeled
 volumes). So the parameters are plain dataclasses with the same role: typed fields with defaults and
 ranges, saved in the scene (scene files keep them; node references keep the chosen nodes), read by the
-logic, and bound to the GUI by the widget through one name->widget table (`Widget.py`).
+logic, and bound to the GUI by the widget through one name->widget table (`ParameterWidgets.py`).
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """The module panel (Qt). Imported inside Slicer by DTCSegmentation.py (and by Testing/Python/test_panel.py
-over stand-ins for Slicer's Qt); all work is delegated to the Qt-free logic classes. A QTimer polls the background jobs every 0.5 s, so the GUI never blocks.
+over stand-ins for Slicer's Qt); all work is delegated to the Qt-free logic classes. A QTimer polls the
+background jobs every 0.5 s, so the GUI never blocks.
 
-Parameters are bound by hand through `TRAINING_FIELDS` / `SEGMENT_FIELDS` (see Parameters.py for why
-not parameterNodeWrapper): every edit is written to the parameter node, and the node is read back into
-the widgets when the module is entered or the scene changes.
+Every edit is written to the parameter node (through ParameterWidgets' tables), and the node is read back
+into the widgets when the module is entered or the scene changes. The labeled-pairs table and the Models
+section are parts of their own (LabeledPairsTable, ModelsSection).
 """
 from __future__ import annotations
 
@@ -19,53 +20,15 @@ from slicer.util import VTKObservationMixin
 
 from . import Dependencies
 from .InferenceLogic import addToTrainingSet
-from .Parameters import LabeledPair, ModuleState, SegmentParameters
+from .LabeledPairsTable import LabeledPairsTable
+from .ModelsSection import ModelsSection
+from .ParameterWidgets import (SEGMENT_FIELDS, TRAINING_FIELDS, connectFields, readFields, readPatchSize, showFields,
+                               showPatchSize)
+from .Parameters import ModuleState, SegmentParameters
 from .ProgressPlot import ProgressPlot
-from .SceneIO import labelChoices
 from .Validation import checkTrainingInputs
 
-
-def _setValue(widget, value):
-    widget.value = value
-
-
-def _setChecked(widget, value):
-    widget.checked = bool(value)
-
-
-def _setText(widget, value):
-    index = widget.findText(str(value))
-    if index < 0:
-        widget.addItem(str(value))
-        index = widget.findText(str(value))
-    widget.setCurrentIndex(index)
-
-
-# widget kind -> (its change signal, read its value, show a value); one table, so that wiring, saving and
-# loading cannot disagree about a kind
-WIDGET_KINDS = {
-    "value": (lambda w: "valueChanged(double)" if isinstance(w, qt.QDoubleSpinBox) else "valueChanged(int)",
-              lambda w: w.value, _setValue),
-    "text": (lambda w: "currentTextChanged(QString)", lambda w: w.currentText, _setText),
-    "number": (lambda w: "currentTextChanged(QString)", lambda w: int(w.currentText), _setText),
-    "checked": (lambda w: "toggled(bool)", lambda w: w.checked, _setChecked),
-}
-
-# dataclass field -> (widget name, kind)
-TRAINING_FIELDS = {
-    "recipe": ("recipeComboBox", "text"), "iterations": ("iterationsSpinBox", "value"),
-    "labeledBatch": ("labeledBatchSpinBox", "value"),
-    "unlabeledBatch": ("unlabeledBatchSpinBox", "value"), "learningRate": ("learningRateSpinBox", "value"),
-    "k": ("kSpinBox", "value"), "nFilters": ("nFiltersSpinBox", "value"), "device": ("deviceComboBox", "text"),
-    "valFraction": ("valFractionSpinBox", "value"),
-}
-PATCH_WIDGETS = ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox")
-SEGMENT_FIELDS = {
-    "device": ("segmentDeviceComboBox", "text"), "mode": ("segmentModeComboBox", "text"),
-    "windowSize": ("windowSizeComboBox", "text"), "precision": ("precisionComboBox", "text"),
-    "memoryGb": ("memorySpinBox", "value"), "orientations": ("orientationsComboBox", "number"),
-    "largestComponent": ("largestComponentCheckBox", "checked"),
-}
+# the inputs of training, locked while it runs
 INPUT_WIDGETS = ("labeledTable", "addPairButton", "removePairButton", "unlabeledSelector", "trainingParametersGroupBox",
                  "modelNameLineEdit")
 
@@ -79,7 +42,9 @@ class DTCPanel(VTKObservationMixin):
         layout.addWidget(self.uiWidget)
         self.ui = slicer.util.childWidgetVariables(self.uiWidget)
         self.uiWidget.setMRMLScene(slicer.mrmlScene)
-        self.rows = []  # (volume combo, label combo, segment combo) per labeled pair
+        self.pairsTable = LabeledPairsTable(self.ui.labeledTable, self.onInputsChanged)
+        self.models = ModelsSection(self.ui, logic.store, self.uiWidget, self.showDialogs, self._error,
+                                    self.onInputsChanged)
         self.trainingJob = None
         self.segmentJob = None
         self.modelLoad = None  # (model name, load request) while the inference child loads it ahead of a click
@@ -94,11 +59,9 @@ class DTCPanel(VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
-        self.ui.labeledTable.horizontalHeader().setSectionResizeMode(qt.QHeaderView.Stretch)
-        self.ui.modelsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.ResizeToContents)
         self._loading = True  # the widgets' defaults must not overwrite the parameters of a loaded scene
         try:
-            self.refreshModels()
+            self.models.refresh()
         finally:
             self._loading = False
         self.loadFromParameterNode()
@@ -106,30 +69,21 @@ class DTCPanel(VTKObservationMixin):
     # ------------------------------------------------------------------------------------ wiring
     def _connect(self):
         ui = self.ui
-        for name, kind in list(TRAINING_FIELDS.values()) + list(SEGMENT_FIELDS.values()):
-            widget = getattr(ui, name)
-            widget.connect(WIDGET_KINDS[kind][0](widget), self.onInputsChanged)
-        for name in PATCH_WIDGETS:
-            getattr(ui, name).connect("valueChanged(int)", self.onInputsChanged)
+        connectFields(ui, self.onInputsChanged)
         for selector in (ui.inputVolumeSelector, ui.roiSelector, ui.outputSegmentationSelector):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
         ui.unlabeledSelector.connect("checkedNodesChanged()", self.onInputsChanged)
         ui.modelComboBox.connect("currentTextChanged(QString)", self.onInputsChanged)
         ui.modelComboBox.connect("activated(int)", lambda index: self.prepareInference())  # the user's choice
         ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.show3DButton.setSegmentationNode)
-        ui.addPairButton.connect("clicked()", lambda: self.addRow())
-        ui.removePairButton.connect("clicked()", self.onRemovePair)
+        ui.addPairButton.connect("clicked()", lambda: self.pairsTable.add())
+        ui.removePairButton.connect("clicked()", self.pairsTable.removeCurrent)
         ui.trainButton.connect("clicked()", self.onTrain)
         ui.stopButton.connect("clicked()", self.onStop)
         ui.resumeButton.connect("clicked()", self.onResume)
         ui.segmentButton.connect("clicked()", self.onSegment)
         ui.openSegmentEditorButton.connect("clicked()", self.onOpenSegmentEditor)
         ui.addToTrainingButton.connect("clicked()", self.onAddToTraining)
-        ui.importModelButton.connect("clicked()", self.onImportModel)
-        ui.exportModelButton.connect("clicked()", self.onExportModel)
-        ui.renameModelButton.connect("clicked()", self.onRenameModel)
-        ui.deleteModelButton.connect("clicked()", self.onDeleteModel)
-        ui.refreshModelsButton.connect("clicked()", self.refreshModels)
         ui.checkDependenciesButton.connect("clicked()", self.onCheckDependencies)
         ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
         ui.copyReportButton.connect("clicked()",
@@ -169,7 +123,7 @@ class DTCPanel(VTKObservationMixin):
         self.plot = None  # its nodes go with the scene; training itself goes on
 
     def onSceneEndClose(self, caller, event):
-        self.clearRows()
+        self.pairsTable.clear()
         self.loadFromParameterNode()
 
     def onSceneEndImport(self, caller, event):
@@ -178,20 +132,12 @@ class DTCPanel(VTKObservationMixin):
     # ----------------------------------------------------------------------------- state <-> GUI
     def collectState(self) -> ModuleState:
         ui = self.ui
-        read = lambda fields: {field: WIDGET_KINDS[kind][1](getattr(ui, name))
-                               for field, (name, kind) in fields.items()}
         # Parameters without a widget (seed, workers, checkpoint and validation intervals, spacing) keep the
         # values saved in the scene, which a script may have set.
-        training = dataclasses.replace(self.logic.state().training, **read(TRAINING_FIELDS),
-                                       patchSize=tuple(getattr(ui, n).value for n in PATCH_WIDGETS))
-        seg = read(SEGMENT_FIELDS)
-        pairs = []
-        for volumeCombo, labelCombo, segmentCombo in self.rows:
-            key = segmentCombo.currentData if segmentCombo.count > 1 and segmentCombo.currentIndex > 0 else None
-            if segmentCombo.count == 2:  # one choice: use it
-                key = segmentCombo.itemData(1)
-            pairs.append(LabeledPair(volumeCombo.currentNode(), labelCombo.currentNode(), key))
-        return ModuleState(training=training, segmenting=SegmentParameters(**seg), pairs=pairs,
+        training = dataclasses.replace(self.logic.state().training, **readFields(ui, TRAINING_FIELDS),
+                                       patchSize=readPatchSize(ui))
+        return ModuleState(training=training, segmenting=SegmentParameters(**readFields(ui, SEGMENT_FIELDS)),
+                           pairs=self.pairsTable.pairs(),
                            unlabeled=list(ui.unlabeledSelector.checkedNodes()), modelName=ui.modelComboBox.currentText,
                            inputVolume=ui.inputVolumeSelector.currentNode(),
                            outputSegmentation=ui.outputSegmentationSelector.currentNode(), roi=ui.roiSelector.currentNode())
@@ -205,14 +151,12 @@ class DTCPanel(VTKObservationMixin):
         ui = self.ui
         self._loading = True
         try:
-            for fields, values in ((TRAINING_FIELDS, state.training), (SEGMENT_FIELDS, state.segmenting)):
-                for field, (name, kind) in fields.items():
-                    WIDGET_KINDS[kind][2](getattr(ui, name), getattr(values, field))
-            for name, value in zip(PATCH_WIDGETS, state.training.patchSize):
-                getattr(ui, name).value = int(value)
-            self.clearRows()
+            showFields(ui, TRAINING_FIELDS, state.training)
+            showFields(ui, SEGMENT_FIELDS, state.segmenting)
+            showPatchSize(ui, state.training.patchSize)
+            self.pairsTable.clear()
             for pair in state.pairs:
-                self.addRow(pair)
+                self.pairsTable.add(pair)
             for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode"):
                 ui.unlabeledSelector.setCheckState(node, qt.Qt.Checked if node in state.unlabeled else qt.Qt.Unchecked)
             if state.modelName:
@@ -230,61 +174,6 @@ class DTCPanel(VTKObservationMixin):
             return
         self.saveToParameterNode()
         self.updateButtons()
-
-    # ------------------------------------------------------------------------ labeled-pairs table
-    def addRow(self, pair: LabeledPair | None = None):
-        table = self.ui.labeledTable
-        row = table.rowCount
-        table.insertRow(row)
-        volumeCombo = self._nodeCombo(["vtkMRMLScalarVolumeNode"], pair.volume if pair else None)
-        labelCombo = self._nodeCombo(["vtkMRMLSegmentationNode", "vtkMRMLLabelMapVolumeNode"], pair.label if pair else None)
-        segmentCombo = qt.QComboBox()
-        segmentCombo.toolTip = _("the segment (or label value) that is the left atrium")
-        table.setCellWidget(row, 0, volumeCombo)
-        table.setCellWidget(row, 1, labelCombo)
-        table.setCellWidget(row, 2, segmentCombo)
-        self.rows.append((volumeCombo, labelCombo, segmentCombo))
-        self._fillSegments(segmentCombo, labelCombo.currentNode(), pair.segment if pair else None)
-        labelCombo.connect("currentNodeChanged(vtkMRMLNode*)",
-                           lambda node, combo=segmentCombo: (self._fillSegments(combo, node, None), self.onInputsChanged()))
-        volumeCombo.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
-        segmentCombo.connect("currentIndexChanged(int)", self.onInputsChanged)
-        if pair is None:
-            self.onInputsChanged()
-
-    @staticmethod
-    def _nodeCombo(types, node):
-        combo = slicer.qMRMLNodeComboBox()
-        combo.nodeTypes = types
-        combo.noneEnabled = True
-        combo.addEnabled = False
-        combo.removeEnabled = False
-        combo.showChildNodeTypes = False
-        combo.setMRMLScene(slicer.mrmlScene)
-        combo.setCurrentNode(node)
-        return combo
-
-    @staticmethod
-    def _fillSegments(combo, labelNode, selected):
-        combo.blockSignals(True)
-        combo.clear()
-        combo.addItem(_("(choose)"), None)
-        for choice in labelChoices(labelNode):
-            combo.addItem(choice.name, choice.key)
-        index = combo.findData(selected) if selected is not None else (1 if combo.count == 2 else 0)
-        combo.setCurrentIndex(max(0, index))
-        combo.blockSignals(False)
-
-    def onRemovePair(self):
-        row = self.ui.labeledTable.currentRow()
-        if 0 <= row < len(self.rows):
-            self.ui.labeledTable.removeRow(row)
-            del self.rows[row]
-            self.onInputsChanged()
-
-    def clearRows(self):
-        self.ui.labeledTable.setRowCount(0)
-        self.rows = []
 
     # ---------------------------------------------------------------------------------- buttons
     def updateButtons(self):
@@ -394,7 +283,7 @@ class DTCPanel(VTKObservationMixin):
             name = self.ui.modelNameLineEdit.text.strip() or "dtc-" + datetime.datetime.now().strftime("%Y%m%d-%H%M")
             try:
                 info = self.logic.store.importModel(job.modelPath, name, extra={"run_folder": str(job.outDir)})
-                self.refreshModels(select=info.name)
+                self.models.refresh(select=info.name)
                 added = _("Added to the model store as '{name}'.").format(name=info.name)
                 self.ui.trainingStatusLabel.text = f"{job.message}\n{added}"
             except (ValueError, OSError) as e:
@@ -454,79 +343,6 @@ class DTCPanel(VTKObservationMixin):
         self.logic.saveState(state)
         self.loadFromParameterNode()
         self.ui.trainCollapsibleButton.collapsed = False
-
-    # ----------------------------------------------------------------------------------- models
-    def refreshModels(self, select: str | None = None):
-        ui = self.ui
-        current = select or ui.modelComboBox.currentText
-        models = self.logic.store.list()
-        ui.modelComboBox.blockSignals(True)
-        ui.modelComboBox.clear()
-        for info in models:
-            ui.modelComboBox.addItem(info.name)
-            ui.modelComboBox.setItemData(ui.modelComboBox.count - 1, info.summary(), qt.Qt.ToolTipRole)
-        index = ui.modelComboBox.findText(current)
-        ui.modelComboBox.setCurrentIndex(index if index >= 0 else 0)
-        ui.modelComboBox.blockSignals(False)
-        ui.modelsTable.setRowCount(len(models))
-        for row, info in enumerate(models):
-            ui.modelsTable.setItem(row, 0, qt.QTableWidgetItem(info.name))
-            ui.modelsTable.setItem(row, 1, qt.QTableWidgetItem(info.summary()))
-        ui.modelFolderLabel.text = _("Model store: {folder}").format(folder=self.logic.store.root)
-        self.onInputsChanged()
-
-    def onImportModel(self):
-        path = qt.QFileDialog.getOpenFileName(self.uiWidget, _("Import a DTC model"), "",
-                                             _("DTC model") + " (*.pt *.pth);;" + _("All files") + " (*)")
-        if not path:
-            return
-        try:
-            info = self.logic.store.importModel(path)
-        except (ValueError, OSError) as e:  # another kind of model, a corrupt file, no backend, a full disk
-            self._error(_("Model refused"), str(e))
-            return
-        self.refreshModels(select=info.name)
-
-    def _selectedModel(self) -> str | None:
-        row = self.ui.modelsTable.currentRow()
-        return self.ui.modelsTable.item(row, 0).text() if row >= 0 else None
-
-    def onExportModel(self):
-        name = self._selectedModel()
-        if name is None:
-            return
-        path = qt.QFileDialog.getSaveFileName(self.uiWidget, _("Export a DTC model"), f"{name}.pt",
-                                             _("DTC model") + " (*.pt)")
-        if not path:
-            return
-        try:
-            self.logic.store.export(name, path)
-        except (ValueError, OSError) as e:  # an unwritable folder, a full disk
-            self._error(_("Could not export the model"), str(e))
-
-    def onRenameModel(self):
-        name = self._selectedModel()
-        if name is None:
-            return
-        newName = qt.QInputDialog.getText(self.uiWidget, _("Rename a model"), _("New name:"), qt.QLineEdit.Normal, name)
-        if not newName or newName == name:
-            return
-        try:
-            info = self.logic.store.rename(name, newName)
-        except (ValueError, OSError) as e:  # a name in use or not a folder name
-            self._error(_("Could not rename the model"), str(e))
-            return
-        self.refreshModels(select=info.name)
-
-    def onDeleteModel(self):
-        name = self._selectedModel()
-        if name is None:
-            return
-        if self.showDialogs and not slicer.util.confirmYesNoDisplay(
-                _("Delete the model '{name}' from the store?").format(name=name)):
-            return
-        self.logic.store.delete(name)
-        self.refreshModels()
 
     # ----------------------------------------------------------------------------- dependencies
     def onCheckDependencies(self):

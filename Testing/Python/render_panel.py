@@ -134,13 +134,13 @@ def render(output: Path, progress: Path | None = None) -> Path:
         for c, text in enumerate(row):
             table.setItem(r, c, QtWidgets.QTableWidgetItem(text))
     table.setFixedHeight(110)
-    table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)  # as Widget.py sets it
+    table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)  # as LabeledPairsTable.py sets it
     models = panel.findChild(QtWidgets.QTableWidget, "modelsTable")
     models.setRowCount(1)
     models.setItem(0, 0, QtWidgets.QTableWidgetItem("la-dtc-16labeled"))
     models.setItem(0, 1, QtWidgets.QTableWidgetItem("n_filters 16, patch (112, 112, 80), 6000 iterations"))
     models.setFixedHeight(70)
-    models.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeToContents)  # as Widget.py
+    models.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeToContents)  # as ModelsSection.py
     for name in ("segmentButton", "trainButton", "stopButton"):
         panel.findChild(QtWidgets.QPushButton, name).setEnabled(True)
     status, seen = "Idle", []

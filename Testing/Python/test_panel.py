@@ -15,6 +15,7 @@ from conftest import MODULE_DIR, addVolume, phantom
 from qt_stand_in import Answers, install
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
+PANEL_MODULES = [f"DTCSegmentationLib.{name}" for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection")]
 
 
 class PanelLogic:
@@ -49,7 +50,8 @@ class PanelLogic:
 def gui(scene, monkeypatch, tmp_path):
     answers = Answers()
     install(monkeypatch, answers, slicerHome=str(tmp_path / "no-slicer-home"))
-    monkeypatch.delitem(sys.modules, "DTCSegmentationLib.Widget", raising=False)  # import it with the stand-ins
+    for module in PANEL_MODULES:  # import them with the stand-ins
+        monkeypatch.delitem(sys.modules, module, raising=False)
     from DTCSegmentationLib.Widget import DTCPanel
 
     panels = []
@@ -61,7 +63,8 @@ def gui(scene, monkeypatch, tmp_path):
     yield types.SimpleNamespace(open=open_panel, answers=answers)
     for panel in panels:  # as Slicer does on exit: stops the timer, drops the observers, ends the children
         panel.cleanup()
-    monkeypatch.delitem(sys.modules, "DTCSegmentationLib.Widget", raising=False)
+    for module in PANEL_MODULES:
+        monkeypatch.delitem(sys.modules, module, raising=False)
 
 
 def wait(panel, done, timeout=180):
@@ -94,7 +97,7 @@ def setTinyTraining(ui, iterations):
 
 def choosePair(panel, volume, label):
     panel.ui.addPairButton.click()
-    volumeCombo, labelCombo, segmentCombo = panel.rows[-1]
+    volumeCombo, labelCombo, segmentCombo = panel.pairsTable.rows[-1]
     volumeCombo.setCurrentNode(volume)
     labelCombo.setCurrentNode(label)
     return segmentCombo
@@ -148,7 +151,7 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
     ui.addToTrainingButton.click()  # the human-in-the-loop step: the corrected result becomes a labeled pair
     state = panel.logic.state()
     assert (state.pairs[-1].volume, state.pairs[-1].label) == (unlabeled, result) and unlabeled not in state.unlabeled
-    assert len(panel.rows) == 3 and not ui.trainCollapsibleButton.collapsed
+    assert len(panel.pairsTable.rows) == 3 and not ui.trainCollapsibleButton.collapsed
     assert gui.answers.errors == []
 
 
@@ -159,7 +162,7 @@ def test_one_inference_child_started_on_entering_serves_every_click_and_ends_wit
     panel.enter()
     assert server.process is None  # no model to segment with: nothing started
     panel.logic.store.importModel(tinyModel, "la")
-    panel.refreshModels()
+    panel.models.refresh()
     panel.enter()
     assert server.running  # started ahead of the first click, and loading the chosen model
     assert server.preloaded.body["load"] == {"model": str(panel.logic.store.get("la").path), "device": "auto",
@@ -169,7 +172,7 @@ def test_one_inference_child_started_on_entering_serves_every_click_and_ends_wit
     assert panel.ui.segmentStatusLabel.text == "Model 'la' loaded: ready to segment."
     assert not panel.timer.active
     panel.logic.store.importModel(tinyModel, "la-copy")
-    panel.refreshModels()
+    panel.models.refresh()
     panel.ui.modelComboBox.activate(panel.ui.modelComboBox.findText("la-copy"))  # the user picks another model
     assert server.preloaded.body["load"]["model"] == str(panel.logic.store.get("la-copy").path)
     wait(panel, lambda: panel.modelLoad is None)
@@ -226,10 +229,10 @@ def test_the_scene_keeps_the_panel_settings_and_a_closed_scene_clears_them(gui, 
     reopened = gui.open()  # a second panel on the same scene reads what the first saved
     assert reopened.ui.precisionComboBox.currentText == "fp32" and reopened.ui.orientationsComboBox.currentText == "4"
     assert reopened.ui.largestComponentCheckBox.checked
-    assert [(c[0].currentNode(), c[1].currentNode()) for c in reopened.rows] == [(volume, labelmap)]
+    assert [(c[0].currentNode(), c[1].currentNode()) for c in reopened.pairsTable.rows] == [(volume, labelmap)]
     scene.Clear(0)
     scene.InvokeEvent(scene.EndCloseEvent)
-    assert panel.rows == [] and ui.labeledTable.rowCount == 0
+    assert panel.pairsTable.rows == [] and ui.labeledTable.rowCount == 0
     assert ui.precisionComboBox.currentText == "auto"  # a new scene starts from the defaults
 
 

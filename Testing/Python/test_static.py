@@ -13,6 +13,14 @@ import pytest
 from conftest import MODULE_DIR, REPO
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
+# the panel's Qt files: everything else in DTCSegmentationLib is Qt-free logic
+PANEL_FILES = [MODULE_DIR / "DTCSegmentationLib" / f"{name}.py"
+               for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection")]
+PARAMETER_WIDGETS = PANEL_FILES[1]
+
+
+def panelSource() -> str:
+    return "\n".join(path.read_text() for path in PANEL_FILES)
 
 
 def cmakeList(text: str, variable: str) -> list[str]:
@@ -55,7 +63,7 @@ FITTING = [  # (name pattern, classes a widget of that name may have)
 
 
 def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
-    source = (MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()
+    source = panelSource()
     used = set(re.findall(r"\bui\.([A-Za-z_]\w*)", source))
     used |= set(re.findall(r'\(\s*"(\w+)",\s*"(?:value|text|number|checked)"\s*\)', source))
     used |= set(re.findall(r'"(\w+(?:SpinBox|Table|Button|Selector|GroupBox|LineEdit))"', source))
@@ -71,25 +79,25 @@ def test_every_ui_name_the_widget_uses_exists_with_a_fitting_class():
 def test_every_text_the_panel_shows_is_translatable():
     # Slicer's i18n: a text shown to users goes through `_()` (slicer.i18n.tr), with placeholders filled by
     # format() after the lookup; an f-string or a bare literal would stay English in every language.
-    tree = ast.parse((MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text())
+    trees = [ast.parse(path.read_text()) for path in PANEL_FILES]
     exempt = set()
-    for node in ast.walk(tree):
+    for node in (node for tree in trees for node in ast.walk(tree)):
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "_":
             exempt |= {id(sub) for sub in ast.walk(node)}
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
             exempt.add(id(node.body[0].value))
-    words = [(node.lineno, node.value) for node in ast.walk(tree)
+    words = [(path.name, node.lineno, node.value) for path, tree in zip(PANEL_FILES, trees) for node in ast.walk(tree)
              if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in exempt
              and re.search(r"[A-Za-z]{2,}\s+[A-Za-z]{2,}", node.value)]
-    assert words == [], "texts not wrapped in _(): " + ", ".join(f"line {n}: {v!r}" for n, v in words)
+    assert words == [], "texts not wrapped in _(): " + ", ".join(f"{f} line {n}: {v!r}" for f, n, v in words)
     assert len(exempt) > 40  # the check saw the wrapped texts
 
 
 def widgetTables() -> dict:
-    """WIDGET_KINDS, TRAINING_FIELDS and SEGMENT_FIELDS as syntax trees: Widget.py imports Slicer's Qt, which
-    does not exist here, so its tables are read from the source."""
+    """WIDGET_KINDS, TRAINING_FIELDS and SEGMENT_FIELDS as syntax trees: ParameterWidgets.py imports Slicer's
+    Qt, which does not exist here, so its tables are read from the source."""
     tables = {}
-    for node in ast.parse((MODULE_DIR / "DTCSegmentationLib" / "Widget.py").read_text()).body:
+    for node in ast.parse(PARAMETER_WIDGETS.read_text()).body:
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name):
             if node.targets[0].id in ("WIDGET_KINDS", "TRAINING_FIELDS", "SEGMENT_FIELDS"):
                 tables[node.targets[0].id] = node.value
