@@ -230,6 +230,11 @@ def test_the_scene_keeps_the_panel_settings_and_a_closed_scene_clears_them(gui, 
     assert reopened.ui.precisionComboBox.currentText == "fp32" and reopened.ui.orientationsComboBox.currentText == "4"
     assert reopened.ui.largestComponentCheckBox.checked
     assert [(c[0].currentNode(), c[1].currentNode()) for c in reopened.pairsTable.rows] == [(volume, labelmap)]
+    reopened.ui.removePairButton.click()  # no row chosen: nothing removed
+    assert len(reopened.pairsTable.rows) == 1
+    reopened.ui.labeledTable.setCurrentCell(0, 0)
+    reopened.ui.removePairButton.click()
+    assert reopened.pairsTable.rows == [] and reopened.ui.labeledTable.rowCount == 0 and panel.logic.state().pairs == []
     scene.Clear(0)
     scene.InvokeEvent(scene.EndCloseEvent)
     assert panel.pairsTable.rows == [] and ui.labeledTable.rowCount == 0
