@@ -4,7 +4,7 @@ background jobs every 0.5 s, so the GUI never blocks.
 
 Every edit is written to the parameter node (through ParameterWidgets' tables), and the node is read back
 into the widgets when the module is entered or the scene changes. The labeled-pairs table and the Models
-section are parts of their own (LabeledPairsTable, ModelsSection).
+and Dependencies sections are parts of their own (LabeledPairsTable, ModelsSection, DependenciesSection).
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
-from . import Dependencies
+from .DependenciesSection import DependenciesSection
 from .InferenceLogic import addToTrainingSet
 from .LabeledPairsTable import LabeledPairsTable
 from .ModelsSection import ModelsSection
@@ -48,13 +48,15 @@ class DTCPanel(VTKObservationMixin):
         self.trainingJob = None
         self.segmentJob = None
         self.modelLoad = None  # (model name, load request) while the inference child loads it ahead of a click
-        self.deviceCheck = None
         self.plot = None
         self._logSeen = 0
         self._loading = False
         self.timer = qt.QTimer()
         self.timer.setInterval(500)
         self.timer.connect("timeout()", self.onTimer)
+        # the inference child ends before an install, so that the next one imports what gets installed
+        self.dependencies = DependenciesSection(self.ui, self.showDialogs, self._error, self.timer.start,
+                                                beforeInstall=logic.inference.shutdown)
         self._connect()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -84,10 +86,6 @@ class DTCPanel(VTKObservationMixin):
         ui.segmentButton.connect("clicked()", self.onSegment)
         ui.openSegmentEditorButton.connect("clicked()", self.onOpenSegmentEditor)
         ui.addToTrainingButton.connect("clicked()", self.onAddToTraining)
-        ui.checkDependenciesButton.connect("clicked()", self.onCheckDependencies)
-        ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
-        ui.copyReportButton.connect("clicked()",
-                                    lambda: qt.QApplication.clipboard().setText(ui.dependencyStatusLabel.text))
 
     def cleanup(self):
         self.timer.stop()
@@ -97,8 +95,7 @@ class DTCPanel(VTKObservationMixin):
         if self._segmenting():
             self.logic.inference.cancel(self.segmentJob)
         self.logic.inference.shutdown()
-        if self.deviceCheck is not None:
-            self.deviceCheck.process.killTree()
+        self.dependencies.cleanup()
 
     def enter(self):
         self.loadFromParameterNode()
@@ -200,17 +197,8 @@ class DTCPanel(VTKObservationMixin):
         ui.addToTrainingButton.enabled = hasResult and not running
 
     # --------------------------------------------------------------------------------- training
-    def _dependenciesReady(self) -> bool:
-        try:
-            status = Dependencies.ensure(interactive=self.showDialogs)
-        except Dependencies.DependencyError as e:
-            self._error(_("Missing dependencies"), str(e))
-            return False
-        self.ui.dependencyStatusLabel.text = status.text()
-        return status.ok
-
     def onTrain(self):
-        if not self._dependenciesReady():
+        if not self.dependencies.ready():
             return
         state = self.collectState()
         try:
@@ -256,10 +244,9 @@ class DTCPanel(VTKObservationMixin):
             self._segmentFinished()
         if self.modelLoad is not None and self.logic.inference.server.poll(self.modelLoad[1]) is not None:
             self._modelLoaded()
-        if self.deviceCheck is not None and self.deviceCheck.poll():
-            self._deviceCheckFinished()
+        checking = self.dependencies.poll()
         busy = (self.trainingJob is not None and not self.trainingJob.finished) or self._segmenting() or \
-            self.modelLoad is not None or self.deviceCheck is not None
+            self.modelLoad is not None or checking
         if not busy:
             self.timer.stop()
         self.updateButtons()
@@ -293,7 +280,7 @@ class DTCPanel(VTKObservationMixin):
 
     # ------------------------------------------------------------------------------- segmenting
     def onSegment(self):
-        if not self._dependenciesReady():
+        if not self.dependencies.ready():
             return
         state = self.collectState()
         try:
@@ -343,23 +330,6 @@ class DTCPanel(VTKObservationMixin):
         self.logic.saveState(state)
         self.loadFromParameterNode()
         self.ui.trainCollapsibleButton.collapsed = False
-
-    # ----------------------------------------------------------------------------- dependencies
-    def onCheckDependencies(self):
-        status = Dependencies.check()
-        self.ui.dependencyStatusLabel.text = Dependencies.report(status)
-        if status.ok and self.deviceCheck is None:  # the devices, as the Python that trains sees them
-            self.deviceCheck = Dependencies.DeviceCheck()
-            self.timer.start()
-
-    def _deviceCheckFinished(self):
-        self.ui.dependencyStatusLabel.text = Dependencies.report(Dependencies.check(), self.deviceCheck.report)
-        self.deviceCheck = None
-
-    def onInstallDependencies(self):
-        self.logic.inference.shutdown()  # the next inference child imports what gets installed now
-        if self._dependenciesReady():
-            self.ui.dependencyStatusLabel.text += "\n" + _("Ready.")
 
     # ---------------------------------------------------------------------------------- helpers
     def _error(self, title, message, details=""):

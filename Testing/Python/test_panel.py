@@ -15,7 +15,8 @@ from conftest import MODULE_DIR, addVolume, phantom
 from qt_stand_in import Answers, install
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
-PANEL_MODULES = [f"DTCSegmentationLib.{name}" for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection")]
+PANEL_MODULES = [f"DTCSegmentationLib.{name}" for name in  # the Qt files
+                 ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection", "DependenciesSection")]
 
 
 class PanelLogic:
@@ -281,8 +282,8 @@ def test_dependency_check_reports_the_training_python_devices_and_copies_the_rep
     panel = gui.open()
     ui = panel.ui
     ui.checkDependenciesButton.click()
-    assert "torch" in ui.dependencyStatusLabel.text and panel.deviceCheck is not None
-    wait(panel, lambda: panel.deviceCheck is None, timeout=120)
+    assert "torch" in ui.dependencyStatusLabel.text and panel.dependencies.deviceCheck is not None
+    wait(panel, lambda: panel.dependencies.deviceCheck is None, timeout=120)
     assert "cpu" in ui.dependencyStatusLabel.text.lower()
     ui.copyReportButton.click()
     assert gui.answers.clipboard == ui.dependencyStatusLabel.text

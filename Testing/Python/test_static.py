@@ -15,7 +15,7 @@ from conftest import MODULE_DIR, REPO
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
 # the panel's Qt files: everything else in DTCSegmentationLib is Qt-free logic
 PANEL_FILES = [MODULE_DIR / "DTCSegmentationLib" / f"{name}.py"
-               for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection")]
+               for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection", "DependenciesSection")]
 PARAMETER_WIDGETS = PANEL_FILES[1]
 
 
@@ -194,6 +194,22 @@ def test_icon_is_128_pixels():
 
     for path in (REPO / "Resources" / "Icons" / "DTCSegmentation.png", MODULE_DIR / "Resources" / "Icons" / "DTCSegmentation.png"):
         assert Image.open(path).size == (128, 128)
+
+
+def test_only_the_panel_files_import_qt():
+    # the logic must run under slicer-core, which has no Qt; a Qt file missing from PANEL_FILES would also
+    # escape the checks above
+    def importsQt(path):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module.split(".")[0])
+        return bool(names & {"qt", "ctk"})
+
+    files = sorted((MODULE_DIR / "DTCSegmentationLib").glob("*.py"))
+    assert [path for path in files if importsQt(path)] == sorted(PANEL_FILES)
 
 
 def test_logic_imports_no_qt_and_no_torch_at_import_time():
