@@ -21,7 +21,7 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 `dtc+intensity+spatial+low-contrast` adds --low-contrast-augmentation to that (today's default recipe),
 `...+ce` adds the labeled items' cross-entropy to its loss (--ce-weight 1), and `...+poly` trains it with a
 polynomial learning-rate decay (--lr-schedule poly), and `...+poly+consistency10` weights the dual-task
-consistency 10x (--consistency 10);
+consistency 10x (--consistency 10), and `...+poly+bf16` trains it in bf16 autocast (--amp bf16);
 `supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations, and
 `supervised+intensity+spatial+low-contrast+poly` with the poly schedule too. Every
 method states all augmentation switches and its learning-rate schedule (the official steps unless it says
@@ -108,6 +108,9 @@ METHODS = {
     # counterpart, twice the lite protocol's, asks the same question on the CPU (at twice the time there)
     "dtc+intensity+spatial+low-contrast+poly+iterations12000": [*DEFAULT_RECIPE, "--iterations", "12000"],
     "dtc+intensity+spatial+low-contrast+poly+iterations3000": [*DEFAULT_RECIPE, "--iterations", "3000"],
+    # the default recipe in bf16 autocast: for CPUs that compute bf16 natively (AVX512-BF16, AMX), where
+    # --amp auto stays in float32
+    "dtc+intensity+spatial+low-contrast+poly+bf16": [*DEFAULT_RECIPE, "--amp", "bf16"],
 }
 
 
