@@ -37,7 +37,7 @@ class TrainConfig:
     rampup_step: int = 150
     seed: int = 1337
     device: str = "auto"
-    amp: str = "auto"  # auto: bf16 autocast on CUDA, off on the CPU (no bf16 units on many CPUs)
+    amp: str = "auto"  # auto: bf16 autocast on CUDA GPUs with native bf16, off on the CPU (devices.autocast_bf16)
     workers: int = -1  # -1: min(4, cores - 1)
     val_every: int = 0  # 0: validate only at the end, when there are validation cases
     checkpoint_every: int = 500

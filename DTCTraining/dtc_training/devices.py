@@ -29,10 +29,21 @@ def resolve_device(requested: str | torch.device | None) -> torch.device:
 
 
 def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bf16 natively: CUDA GPUs from compute capability 8.0 (Ampere) on. Older
-    GPUs only emulate it, which `torch.cuda.is_bf16_supported()` counts as support; CPUs are not asked
-    (--amp auto keeps them in float32)."""
+    """Whether `device` computes in bf16 natively: CUDA GPUs from compute capability 8.0 (Ampere) on (older
+    GPUs only emulate it, which `torch.cuda.is_bf16_supported()` counts as support), and CPUs with bf16
+    instructions, AVX512-BF16 or AMX (others emulate it, about 100x slower than float32)."""
+    if device.type == "cpu":
+        # torch.cpu's probes of the CPU's instruction sets (through the cpuinfo library, on every OS)
+        return any(getattr(torch.cpu, probe, lambda: False)()
+                   for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
     return device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+def autocast_bf16(amp: str, device: torch.device) -> bool:
+    """Whether training autocasts to bf16 under `--amp`: `bf16` always; `auto` on CUDA GPUs that compute bf16
+    natively, and never on a CPU, not even one with bf16 instructions (about twice as fast there;
+    docs/benchmarks.md), so that a CPU run's numbers do not depend on which CPU ran it."""
+    return amp == "bf16" or (amp == "auto" and device.type == "cuda" and native_bf16(device))
 
 
 def build_runs_on(capability: tuple[int, int], arch_list: list[str]) -> bool:
@@ -75,7 +86,8 @@ def device_report(smoke_test: bool = True) -> dict:
     cuda_build = torch.version.cuda
     report = {"dtc_training": __version__, "torch": torch.__version__, "python": platform.python_version(),
               "cuda_build": cuda_build, "cuda_available": torch.cuda.is_available(),
-              "cpu_threads": torch.get_num_threads(), "auto_device": str(resolve_device("auto")), "gpus": [],
+              "cpu_threads": torch.get_num_threads(), "cpu_bf16": native_bf16(torch.device("cpu")),
+              "auto_device": str(resolve_device("auto")), "gpus": [],
               "notes": [], "problems": []}
     if smoke_test:
         report["cpu_check"] = _smoke_test(torch.device("cpu"))

@@ -22,7 +22,7 @@ from .batchnorm import recalibrate_batchnorm, recalibrated_copy
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
-from .devices import native_bf16, resolve_device
+from .devices import autocast_bf16, native_bf16, resolve_device
 from .distributed import DistributedError, World
 from .errors import InputError
 from .files import atomic_json_save
@@ -120,9 +120,10 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = cfg.amp == "bf16" or (cfg.amp == "auto" and native_bf16(device))
-    if use_bf16 and device.type == "cpu":
-        warnings.warn("--amp bf16 on the CPU: honoured, but CPUs without bf16 units run it ~100x slower")
+    use_bf16 = autocast_bf16(cfg.amp, device)
+    if use_bf16 and device.type == "cpu" and not native_bf16(device):
+        warnings.warn("--amp bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): honoured, but it "
+                      "emulates bf16, about 100x slower than float32")
 
     model = DualTaskVNet(n_filters=cfg.n_filters).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
