@@ -41,7 +41,7 @@ def native_bf16(device: torch.device) -> bool:
 
 def autocast_bf16(amp: str, device: torch.device) -> bool:
     """Whether training autocasts to bf16 under `--amp`: `bf16` always; `auto` on CUDA GPUs that compute bf16
-    natively, and never on a CPU, not even one with bf16 instructions (about twice as fast there;
+    natively, and never on a CPU, not even one with bf16 instructions (up to 2.6x faster there;
     docs/benchmarks.md), so that a CPU run's numbers do not depend on which CPU ran it."""
     return amp == "bf16" or (amp == "auto" and device.type == "cuda" and native_bf16(device))
 
