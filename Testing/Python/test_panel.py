@@ -11,12 +11,11 @@ import types
 import numpy as np
 import pytest
 import slicer
-from conftest import MODULE_DIR, addVolume, phantom
+from conftest import MODULE_DIR, PANEL_MODULES, addVolume, phantom
 from qt_stand_in import Answers, install
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
-PANEL_MODULES = [f"DTCSegmentationLib.{name}" for name in  # the Qt files
-                 ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection", "DependenciesSection")]
+PANEL_IMPORTS = [f"DTCSegmentationLib.{name}" for name in PANEL_MODULES]
 
 
 class PanelLogic:
@@ -51,7 +50,7 @@ class PanelLogic:
 def gui(scene, monkeypatch, tmp_path):
     answers = Answers()
     install(monkeypatch, answers, slicerHome=str(tmp_path / "no-slicer-home"))
-    for module in PANEL_MODULES:  # import them with the stand-ins
+    for module in PANEL_IMPORTS:  # import them with the stand-ins
         monkeypatch.delitem(sys.modules, module, raising=False)
     from DTCSegmentationLib.Widget import DTCPanel
 
@@ -64,7 +63,7 @@ def gui(scene, monkeypatch, tmp_path):
     yield types.SimpleNamespace(open=open_panel, answers=answers)
     for panel in panels:  # as Slicer does on exit: stops the timer, drops the observers, ends the children
         panel.cleanup()
-    for module in PANEL_MODULES:
+    for module in PANEL_IMPORTS:
         monkeypatch.delitem(sys.modules, module, raising=False)
 
 

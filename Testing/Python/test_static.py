@@ -10,13 +10,11 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from conftest import MODULE_DIR, REPO
+from conftest import MODULE_DIR, PANEL_MODULES, REPO
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
-# the panel's Qt files: everything else in DTCSegmentationLib is Qt-free logic
-PANEL_FILES = [MODULE_DIR / "DTCSegmentationLib" / f"{name}.py"
-               for name in ("Widget", "ParameterWidgets", "LabeledPairsTable", "ModelsSection", "DependenciesSection")]
-PARAMETER_WIDGETS = PANEL_FILES[1]
+PANEL_FILES = [MODULE_DIR / "DTCSegmentationLib" / f"{name}.py" for name in PANEL_MODULES]
+PARAMETER_WIDGETS = MODULE_DIR / "DTCSegmentationLib" / "ParameterWidgets.py"
 
 
 def panelSource() -> str:
