@@ -38,7 +38,7 @@ TRAINING_FIELDS = {
     "labeledBatch": ("labeledBatchSpinBox", "value"),
     "unlabeledBatch": ("unlabeledBatchSpinBox", "value"), "learningRate": ("learningRateSpinBox", "value"),
     "k": ("kSpinBox", "value"), "nFilters": ("nFiltersSpinBox", "value"), "device": ("deviceComboBox", "text"),
-    "valFraction": ("valFractionSpinBox", "value"),
+    "precision": ("trainingPrecisionComboBox", "text"), "valFraction": ("valFractionSpinBox", "value"),
 }
 PATCH_WIDGETS = ("patchXSpinBox", "patchYSpinBox", "patchZSpinBox")
 SEGMENT_FIELDS = {

@@ -20,6 +20,7 @@ WINDOW_SIZES = ("patch", "volume")  # dtc infer --window-size
 MODES = ("fast", "official")  # dtc infer --mode
 PRECISIONS = ("auto", "fp32", "fp16", "int8")  # dtc infer --precision
 RECIPES = ("default", "paper")  # dtc train --recipe
+TRAINING_PRECISIONS = {"auto": "auto", "fp32": "off", "bf16": "bf16"}  # the panel's name -> dtc train --amp
 
 
 def _deviceProblems(device: str) -> list[str]:
@@ -40,6 +41,7 @@ class TrainingParameters:
     k: float = 1500.0
     nFilters: int = 16
     device: str = "auto"
+    precision: str = "auto"  # auto: bf16 on CUDA GPUs that compute it natively, float32 elsewhere | fp32 | bf16
     valFraction: float = 0.2
     valEvery: int = 200
     checkpointEvery: int = 200
@@ -64,6 +66,8 @@ class TrainingParameters:
                        "halves the patch four times)")
         if self.recipe not in RECIPES:
             out.append(f"recipe {self.recipe!r} is not one of {', '.join(RECIPES)}")
+        if self.precision not in TRAINING_PRECISIONS:
+            out.append(f"training precision {self.precision!r} is not one of {', '.join(TRAINING_PRECISIONS)}")
         out += _deviceProblems(self.device)
         return out
 
@@ -74,6 +78,7 @@ class TrainingParameters:
                 "--patch", *map(str, self.patchSize),
                 "--lr", repr(float(self.learningRate)), "--k", repr(float(self.k)),
                 "--n-filters", str(self.nFilters), "--device", self.device,
+                "--amp", TRAINING_PRECISIONS[self.precision],
                 "--val-fraction", repr(float(self.valFraction)), "--val-every", str(self.valEvery),
                 "--checkpoint-every", str(self.checkpointEvery), "--seed", str(self.seed),
                 "--workers", str(self.workers)]

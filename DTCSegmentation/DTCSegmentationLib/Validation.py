@@ -94,6 +94,9 @@ def checkTrainingInputs(pairs: list[LabeledPair], unlabeled: list, params: Train
                                    "uncheck it in the unlabeled list")
     if params is not None:
         report.problems += params.problems()
+        if params.precision == "bf16" and not str(params.device).startswith("cuda"):
+            report.notes.append("bf16 on the CPU is fast only where the CPU has bf16 instructions (Check reports "
+                                "\"bf16: native\"); elsewhere it is emulated and many times slower than fp32")
     if pairs and not unlabeled:
         report.notes.append("no unlabeled volume: training is then purely supervised")
     return report

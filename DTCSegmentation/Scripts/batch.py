@@ -28,13 +28,14 @@ TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
     ("--recipe", "recipe", str), ("--iterations", "iterations", int), ("--labeled-batch", "labeledBatch", int),
     ("--unlabeled-batch", "unlabeledBatch", int), ("--patch", "patchSize", int), ("--lr", "learningRate", float),
     ("--k", "k", float), ("--n-filters", "nFilters", int), ("--device", "device", str),
+    ("--precision", "precision", str),
     ("--val-fraction", "valFraction", float), ("--val-every", "valEvery", int),
 ]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from DTCSegmentationLib.Parameters import (MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES, WINDOW_SIZES,
-                                               TrainingParameters)
+    from DTCSegmentationLib.Parameters import (MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES, TRAINING_PRECISIONS,
+                                               WINDOW_SIZES, TrainingParameters)
 
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -59,11 +60,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
     t.add_argument("--store-name", help="add the trained model to the model store under this name")
     # Unset options keep the panel's defaults, or with --resume the run's own parameters (of which dtc train
-    # lets --iterations, --device and --val-every change).
+    # lets --iterations, --device, --precision and --val-every change).
     d = TrainingParameters()
+    choices = {"recipe": RECIPES, "precision": tuple(TRAINING_PRECISIONS)}
     for option, field, kind in TRAINING_OPTIONS:
         t.add_argument(option, dest=field, type=kind, nargs=3 if field == "patchSize" else None,
-                       choices=RECIPES if field == "recipe" else None, help=f"default {getattr(d, field)}")
+                       choices=choices.get(field), help=f"default {getattr(d, field)}")
     t.add_argument("--timeout", type=float, default=None)
     return p
 

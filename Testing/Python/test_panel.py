@@ -3,6 +3,7 @@ file, real MRML (slicer-core), a real `dtc train` and `dtc infer` child, a real 
 GUI is a stand-in (qt_stand_in.py: no Slicer GUI exists on these machines)."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -269,9 +270,11 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_m
     stoppedAt = job.monitor.iteration
     logLines = ui.logTextEdit.text.count("\n")
     ui.iterationsSpinBox.value = stoppedAt + 2  # the user shortens the run before resuming it
+    ui.trainingPrecisionComboBox.setCurrentText("fp32")  # and pins the precision (auto before)
     ui.resumeButton.click()
     wait(panel, lambda: panel.trainingJob.finished)
     assert job.state == "done", job.message
+    assert json.loads((job.outDir / "train_config.json").read_text())["config"]["amp"] == "off"
     assert job.monitor.iteration == stoppedAt + 2 and ui.modelsTable.rowCount == 1
     assert ui.logTextEdit.text.count("\n") > logLines  # the log goes on where it was, not from the start
     assert gui.answers.errors == []

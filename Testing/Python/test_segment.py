@@ -205,10 +205,10 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     assert (tmp_path / "run" / "model.pt").is_file()
     assert [m.name for m in ModelStore(tmp_path / "store").list()] == ["batch-model"]
     # Resuming keeps the run's own parameters; only the options given change.
-    resumed = _batch("train", "--resume", "-o", "run", "--iterations", 3, cwd=tmp_path)
+    resumed = _batch("train", "--resume", "-o", "run", "--iterations", 3, "--precision", "bf16", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     config = json.loads((tmp_path / "run" / "train_config.json").read_text())["config"]
-    assert (config["iterations"], config["val_every"], config["device"]) == (3, 1, "cpu")
+    assert (config["iterations"], config["val_every"], config["device"], config["amp"]) == (3, 1, "cpu", "bf16")
     assert (config["lr_schedule"], config["intensity_augmentation"]) == ("step", False)  # the paper's recipe
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr

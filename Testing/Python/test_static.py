@@ -113,9 +113,11 @@ def test_every_widget_kind_the_field_tables_use_can_be_wired_read_and_shown():
 
 def test_every_parameter_combo_box_offers_exactly_the_values_its_parameter_accepts():
     # An item the parameters refuse fails only when a user picks it; a missing one hides an option.
-    from DTCSegmentationLib.Parameters import DEVICES, MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES, WINDOW_SIZES
+    from DTCSegmentationLib.Parameters import (DEVICES, MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES,
+                                               TRAINING_PRECISIONS, WINDOW_SIZES)
 
     accepted = {("TRAINING_FIELDS", "recipe"): RECIPES, ("TRAINING_FIELDS", "device"): DEVICES,
+                ("TRAINING_FIELDS", "precision"): tuple(TRAINING_PRECISIONS),
                 ("SEGMENT_FIELDS", "device"): DEVICES, ("SEGMENT_FIELDS", "mode"): MODES,
                 ("SEGMENT_FIELDS", "windowSize"): WINDOW_SIZES, ("SEGMENT_FIELDS", "orientations"): ORIENTATION_COUNTS,
                 ("SEGMENT_FIELDS", "precision"): PRECISIONS}

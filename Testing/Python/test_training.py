@@ -166,18 +166,24 @@ def test_validation_lists_every_problem(phantomScene, scene):
     report = checkTrainingInputs(
         [LabeledPair(volume, seg), LabeledPair(phantomScene["labeled"][1][0], empty),
          LabeledPair(phantomScene["labeled"][2][0], several), LabeledPair(vector, seg)],
-        [volume], TrainingParameters(patchSize=(20, 16, 16), recipe="fancy"))
+        [volume], TrainingParameters(patchSize=(20, 16, 16), recipe="fancy", precision="fp16"))
     text = report.tooltip()
     assert not report.ok
     for expected in ["empty has no segment", "several has 2 segments", "rgb is not a scalar volume",
                      "case0 is both labeled (row 1) and unlabeled", "multiple of 16",
-                     "recipe 'fancy' is not one of default, paper"]:
+                     "recipe 'fancy' is not one of default, paper",
+                     "training precision 'fp16' is not one of auto, fp32, bf16"]:
         assert expected in text, text
     # choosing the segment fixes that row; a label on another grid is a note, not a problem
     report = checkTrainingInputs([LabeledPair(volume, seg), LabeledPair(*phantomScene["labeled"][1]),
                                   LabeledPair(phantomScene["labeled"][2][0], several, "a")], [])
     assert report.ok, report.tooltip()
     assert any("another geometry" in n and "case1-seg" in n for n in report.notes)
+    # bf16 where training may run on the CPU is allowed, with a warning about CPUs that emulate it
+    for device, warned in (("cpu", True), ("auto", True), ("cuda:0", False)):
+        report = checkTrainingInputs([LabeledPair(volume, seg)], [], TrainingParameters(precision="bf16", device=device))
+        assert report.ok and any("bf16 on the CPU" in n for n in report.notes) == warned, (device, report.notes)
+    assert not any("bf16" in n for n in checkTrainingInputs([LabeledPair(volume, seg)], [], TrainingParameters()).notes)
     # a labelmap under a transform would be exported without it, misaligned with its volume
     labelmapVolume, labelmap = phantomScene["labeled"][2]
     labelmap.SetAndObserveTransformNodeID(scene.AddNewNodeByClass("vtkMRMLLinearTransformNode").GetID())
@@ -201,6 +207,10 @@ def test_parameters_round_trip_through_the_parameter_node(phantomScene, scene):
     assert back.unlabeled == phantomScene["unlabeled"] and back.inputVolume is volume and back.roi is None
     assert "--patch 32 32 16" in " ".join(back.training.arguments())
     assert "--recipe paper" in " ".join(back.training.arguments())
+    # the panel's precision names map to dtc train's --amp values
+    for precision, amp in (("auto", "auto"), ("fp32", "off"), ("bf16", "bf16")):
+        args = TrainingParameters(precision=precision).arguments()
+        assert args[args.index("--amp") + 1] == amp
 
 
 def test_pairs_keep_their_own_labels_through_gaps_and_deleted_nodes(phantomScene, scene):

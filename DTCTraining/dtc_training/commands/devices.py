@@ -18,7 +18,8 @@ def format_report(report: dict) -> str:
              f"CUDA build: {report['cuda_build'] or 'none (CPU-only PyTorch)'}; CUDA available: "
              f"{'yes' if report['cuda_available'] else 'no'}",
              f"CPU: {report['cpu_threads']} threads, bf16: "
-             + ("native (--amp bf16 trains faster here; docs/training.md)" if report["cpu_bf16"] else "emulated (slow)")
+             + ("native (--amp bf16, the panel's Precision bf16, trains faster here; docs/training.md)"
+                if report["cpu_bf16"] else "emulated (slow)")
              + (f", test convolution {report['cpu_check']}" if "cpu_check" in report else "")]
     for gpu in report["gpus"]:
         lines.append(f"cuda:{gpu['index']}: {gpu['name']}, {gpu['memory_gib']} GiB, compute capability "
