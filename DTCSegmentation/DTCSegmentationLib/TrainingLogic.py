@@ -37,6 +37,14 @@ def defaultWorkRoot() -> Path:
     return Path(tempfile.gettempdir()) / "DTCSegmentation"
 
 
+def _writeAtomically(path: Path, text: str) -> None:
+    """A crash or a full disk leaves the old file or none, never part of one (the backend's writer, imported
+    here so that the module loads, and can offer to install it, where the backend is missing)."""
+    from dtc_training.files import atomic_write
+
+    atomic_write(path, lambda f: f.write(text), mode="w")
+
+
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:40] or "volume"
 
@@ -56,7 +64,7 @@ def exportDataset(pairs: list[LabeledPair], unlabeled: list, folder: str | os.Pa
         image = writeVolume(volume, folder / "unlabeled" / f"u_{i:03d}_{_safe(volume.GetName())}.nrrd")
         datalist["unlabeled"].append({"image": image.relative_to(folder).as_posix()})
     path = folder / "datalist.json"
-    path.write_text(json.dumps(datalist, indent=2))
+    _writeAtomically(path, json.dumps(datalist, indent=2))
     return path
 
 
@@ -196,12 +204,11 @@ class TrainingLogic:
         outDir = Path(outDir).resolve()  # the child runs in outDir: relative paths would point elsewhere
         outDir.mkdir(parents=True, exist_ok=True)
         datalist = exportDataset(pairs, unlabeled, outDir / "data")
-        (outDir / PARAMETERS_FILE).write_text(dumpParameters(params))
         return TrainingJob(outDir=outDir, datalist=datalist, params=params)
 
     def reopen(self, outDir: str | os.PathLike) -> TrainingJob:
-        """The stopped (or crashed) run of an earlier session in `outDir`, with the parameters it was started
-        with; `resume` continues it."""
+        """The stopped (or crashed) run of an earlier session in `outDir`, with the parameters it was last
+        started or resumed with; `resume` continues it."""
         outDir = Path(outDir).resolve()
         saved = outDir / PARAMETERS_FILE
         if not saved.is_file():
@@ -218,6 +225,8 @@ class TrainingLogic:
         (job.outDir / "STOP").unlink(missing_ok=True)
         job.state, job.returnCode, job.message, job.stopDeadline = "running", None, "", None
         job.monitor.feed(("Resuming" if resume else "Starting") + f" training in {job.outDir}")
+        # the run folder keeps what it last ran with (a resume may change iterations, device, precision)
+        _writeAtomically(job.outDir / PARAMETERS_FILE, dumpParameters(job.params))
         job.process = self.processFactory(self.command(job, resume), env=backendEnvironment(),
                                           cwd=str(job.outDir))
         return job

@@ -210,6 +210,9 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     config = json.loads((tmp_path / "run" / "train_config.json").read_text())["config"]
     assert (config["iterations"], config["val_every"], config["device"], config["amp"]) == (3, 1, "cpu", "bf16")
     assert (config["lr_schedule"], config["intensity_augmentation"]) == ("step", False)  # the paper's recipe
+    # the run folder remembers the resume's changes for the next --resume
+    saved = json.loads((tmp_path / "run" / "parameters.json").read_text())
+    assert (saved["iterations"], saved["precision"], saved["recipe"]) == (3, "bf16", "paper")
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
 
