@@ -154,6 +154,11 @@ def _is_peer_failure(e: BaseException) -> bool:
         k in text for k in ("gloo", "nccl", "connection", "timed out", "timeout", "socket", "peer"))
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun describes it (0 outside a distributed run)."""
+    return _env_int("RANK") if "WORLD_SIZE" in os.environ else 0
+
+
 def setup(device: torch.device) -> World:
     """Join the process group described by the torchrun environment, or return a one-rank World."""
     if "WORLD_SIZE" not in os.environ:

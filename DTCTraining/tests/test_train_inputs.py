@@ -201,3 +201,33 @@ def test_bad_split_and_device_options_are_refused(tmp_path, extra, message):
                    in_process=True)
     assert_refused(proc, message)
     assert "Traceback" not in proc.stderr
+
+
+def test_a_folder_that_another_training_holds_is_refused_until_that_process_ends(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from dtc_training.runlock import running_owner
+
+    good, out = case(tmp_path, "good"), tmp_path / "run"
+    assert train(tmp_path, [good], out=out, refused=False).returncode == 0  # a run with a checkpoint
+    assert running_owner(out) is None  # its trainer has ended
+    # another process holds the folder as a running `dtc train` does, and is then killed without a word
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom dtc_training.runlock import hold_run_lock\n"
+         "with hold_run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        owner = f"process {holder.pid} on {socket.gethostname()}"
+        assert running_owner(out) == owner
+        for extra in ((), ("--resume",)):
+            proc = train(tmp_path, [good], out=out, extra=extra)
+            assert_refused(proc, f"{out}: another training is running in this folder ({owner})")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert running_owner(out) is None  # the system dropped the lock with the killed process
+    proc = train(tmp_path, [good], out=out, extra=("--resume", "--iterations", 2), refused=False)
+    assert proc.returncode == 0 and events(proc.stdout, "done")[0]["iterations"] == 2, proc.stderr

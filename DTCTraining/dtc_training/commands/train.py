@@ -99,11 +99,14 @@ def _load_data(args, cfg):
 
 
 def run(args) -> int:
+    import contextlib
     import warnings
 
     from ..devices import resolve_device
+    from ..distributed import env_rank
     from ..errors import InputError
     from ..files import check_writable_dir
+    from ..runlock import hold_run_lock
     from ..trainer import train
 
     cfg = _config(args)
@@ -118,10 +121,12 @@ def run(args) -> int:
     if problems:
         raise InputError(problems)  # all at once, before any data is read
     out = check_writable_dir(args.output)
-    data = _load_data(args, cfg)
-    small = [c["name"] for c in data.labeled + data.unlabeled
-             if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
-    if small:
-        warnings.warn(f"{len(small)} volumes are smaller than the patch {cfg.patch_size} and are zero-padded "
-                      f"(e.g. {small[0]})")
-    return train(cfg, data, out, resume=args.resume, progress_mode=args.progress)
+    # rank 0 holds the folder for all ranks of a torchrun job (they all write through it)
+    with hold_run_lock(out) if env_rank() == 0 else contextlib.nullcontext():
+        data = _load_data(args, cfg)
+        small = [c["name"] for c in data.labeled + data.unlabeled
+                 if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
+        if small:
+            warnings.warn(f"{len(small)} volumes are smaller than the patch {cfg.patch_size} and are zero-padded "
+                          f"(e.g. {small[0]})")
+        return train(cfg, data, out, resume=args.resume, progress_mode=args.progress)
