@@ -11,11 +11,10 @@ Usage (Slicer's Python console, a `--python-script`, or plain Python with slicer
 """
 from __future__ import annotations
 
-import collections
 import datetime
 import json
+import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,18 +22,24 @@ from typing import Callable, Optional
 
 from .Parameters import LabeledPair, TrainingParameters, dumpParameters, loadParameters
 from .Process import (EXIT_INTERRUPTED, EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment,
-                      explainFailure, parseEvent, pythonExecutable)
+                      explainFailure, pythonExecutable)
 from .SceneIO import exportLabel, writeVolume
+from .TrainingMonitor import TrainingMonitor
 from .Validation import checkTrainingInputs
 
 STOP_GRACE_S = 120.0  # after this, Stop ends the process tree without waiting for the checkpoint
 
 
 PARAMETERS_FILE = "parameters.json"  # the panel's training parameters, kept in the run folder
+# what dtc train writes there (dtc_training's names, repeated so that this module loads without the backend)
+CHECKPOINT_FILE, MODEL_FILE, PROGRESS_FILE = "checkpoint.pt", "model.pt", "progress.jsonl"
 
 
 def defaultWorkRoot() -> Path:
-    return Path(tempfile.gettempdir()) / "DTCSegmentation"
+    """Where the panel's runs go: beside the model store rather than in the temporary folder, which many
+    systems empty at a reboot, taking with it the checkpoint that resuming after a crash needs."""
+    env = os.environ.get("DTC_WORK_ROOT")
+    return Path(env) if env else Path.home() / ".dtcsegmentation" / "runs"
 
 
 def _writeAtomically(path: Path, text: str) -> None:
@@ -69,87 +74,6 @@ def exportDataset(pairs: list[LabeledPair], unlabeled: list, folder: str | os.Pa
 
 
 @dataclass
-class TrainingMonitor:
-    """What the child has reported so far (fed one line at a time)."""
-    total: int = 0
-    iteration: int = 0
-    device: str = ""
-    etaSeconds: Optional[float] = None
-    itPerSecond: Optional[float] = None
-    losses: list = field(default_factory=list)  # (iteration, loss, loss_dice, loss_levelset, loss_consistency)
-    dice: list = field(default_factory=list)  # (iteration, dice)
-    checkpoint: str = ""
-    modelPath: str = ""
-    stoppedAt: Optional[int] = None
-    log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=400))
-    ignored: int = 0  # lines that were not events
-    count: int = 0  # lines fed so far (the log keeps the last 400)
-
-    def feed(self, line: str) -> Optional[dict]:
-        self.log.append(line)
-        self.count += 1
-        event = parseEvent(line)
-        if event is None:
-            self.ignored += 1
-            return None
-        try:
-            self._apply(event)
-        except (TypeError, ValueError, KeyError):
-            self.ignored += 1  # an event with unexpected fields is logged, never fatal
-            return None
-        return event
-
-    def _apply(self, e: dict) -> None:
-        kind = e["event"]
-        if kind == "start":
-            self.total = int(e.get("total") or self.total)
-            self.device = str(e.get("device", ""))
-            self.iteration = int(e.get("start_iteration", e.get("iteration", self.iteration)) or 0)
-        elif kind == "progress":
-            self.iteration = int(e["iteration"])
-            self.total = int(e.get("total") or self.total)
-            self.etaSeconds = e.get("eta_s")
-            self.itPerSecond = e.get("it_per_s")
-            self.losses.append((self.iteration, float(e.get("loss", "nan")), float(e.get("loss_dice", "nan")),
-                                float(e.get("loss_levelset", "nan")), float(e.get("loss_consistency", "nan"))))
-        elif kind == "validation":
-            self.dice.append((int(e["iteration"]), float(e["dice"])))
-        elif kind == "checkpoint":
-            self.checkpoint = str(e.get("path", ""))
-        elif kind == "stopped":
-            self.stoppedAt = int(e.get("iteration", self.iteration))
-            self.checkpoint = str(e.get("checkpoint", self.checkpoint))
-        elif kind == "done":
-            self.modelPath = str(e.get("model", ""))
-            self.iteration = int(e.get("iterations", self.iteration))
-
-    @property
-    def fraction(self) -> float:
-        return min(1.0, self.iteration / self.total) if self.total else 0.0
-
-    def statusText(self) -> str:
-        if not self.total:
-            return "Starting..."
-        text = f"Iteration {self.iteration}/{self.total} ({100 * self.fraction:.0f}%)"
-        if self.etaSeconds is not None and self.iteration < self.total:
-            text += f", about {formatDuration(self.etaSeconds)} left"
-        if self.losses:
-            text += f", loss {self.losses[-1][1]:.4f}"
-        if self.dice:
-            text += f", validation Dice {self.dice[-1][1]:.3f}"
-        return text
-
-
-def formatDuration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-@dataclass
 class TrainingJob:
     outDir: Path
     datalist: Path
@@ -167,11 +91,11 @@ class TrainingJob:
 
     @property
     def canResume(self) -> bool:
-        return self.state in ("stopped", "failed") and (self.outDir / "checkpoint.pt").is_file()
+        return self.state in ("stopped", "failed") and (self.outDir / CHECKPOINT_FILE).is_file()
 
     @property
     def modelPath(self) -> Path:
-        return Path(self.monitor.modelPath) if self.monitor.modelPath else self.outDir / "model.pt"
+        return Path(self.monitor.modelPath) if self.monitor.modelPath else self.outDir / MODEL_FILE
 
     def logTail(self, n: int = 30) -> str:
         return "\n".join(list(self.monitor.log)[-n:])
@@ -208,13 +132,46 @@ class TrainingLogic:
 
     def reopen(self, outDir: str | os.PathLike) -> TrainingJob:
         """The stopped (or crashed) run of an earlier session in `outDir`, with the parameters it was last
-        started or resumed with; `resume` continues it."""
+        started or resumed with and its history (progress.jsonl: curves, iterations, checkpoint); `resume`
+        continues it."""
         outDir = Path(outDir).resolve()
         saved = outDir / PARAMETERS_FILE
         if not saved.is_file():
             raise ValueError(f"{outDir}: not a training run of this module (no {PARAMETERS_FILE})")
         params = loadParameters(TrainingParameters, saved.read_text())
-        return TrainingJob(outDir, outDir / "data" / "datalist.json", params, state="stopped")
+        job = TrainingJob(outDir, outDir / "data" / "datalist.json", params, state="stopped")
+        history = outDir / PROGRESS_FILE
+        if history.is_file():
+            for line in history.read_text(errors="replace").splitlines():
+                job.monitor.feed(line)
+        done = job.monitor.checkpointIteration
+        job.message = (f"Unfinished training from an earlier session in {outDir}"
+                       + (f": checkpoint at iteration {done} of {job.monitor.total}" if done is not None else "")
+                       + ". Resume continues it; Train starts a new one.")
+        return job
+
+    def unfinishedRuns(self) -> list[Path]:
+        """The runs in the work folder that stopped or crashed before saving their model and that no trainer
+        runs in now, newest checkpoint first: what `reopen` and `resume` continue."""
+        try:
+            from dtc_training.runlock import running_owner  # here: the module loads where the backend is missing
+        except ImportError:
+            return []  # nothing can resume them until the backend is installed
+        if not self.workRoot.is_dir():
+            return []
+        runs = [folder for folder in self.workRoot.iterdir()
+                if (folder / PARAMETERS_FILE).is_file() and (folder / CHECKPOINT_FILE).is_file()
+                and not (folder / MODEL_FILE).is_file() and running_owner(folder) is None]
+        return sorted(runs, key=lambda folder: (folder / CHECKPOINT_FILE).stat().st_mtime, reverse=True)
+
+    def reopenLatest(self) -> Optional[TrainingJob]:
+        """The newest unfinished run that can be read back (Slicer closed or crashed while it trained), or None."""
+        for folder in self.unfinishedRuns():
+            try:
+                return self.reopen(folder)
+            except (ValueError, TypeError, OSError) as e:  # TypeError: parameters of another version
+                logging.warning("Training run %s cannot be resumed: %s", folder, e)
+        return None
 
     def start(self, pairs: list[LabeledPair], unlabeled: list, params: TrainingParameters,
               outDir: Optional[str | os.PathLike] = None) -> TrainingJob:
@@ -235,7 +192,7 @@ class TrainingLogic:
         """Continue a stopped (or crashed) job from its last checkpoint, with the same data."""
         if job.state in ("running", "stopping"):
             raise RuntimeError("the job is still running")
-        if not (job.outDir / "checkpoint.pt").is_file():
+        if not (job.outDir / CHECKPOINT_FILE).is_file():
             raise ValueError(f"{job.outDir}: no checkpoint to resume from")
         return self.launch(job, resume=True)
 
@@ -271,7 +228,7 @@ class TrainingLogic:
         (job.outDir / "STOP").unlink(missing_ok=True)
         if code == EXIT_OK and job.modelPath.is_file():
             job.state, job.message = "done", f"Training finished: {job.modelPath}"
-        elif code == EXIT_INTERRUPTED or (job.state == "stopping" and (job.outDir / "checkpoint.pt").is_file()):
+        elif code == EXIT_INTERRUPTED or (job.state == "stopping" and (job.outDir / CHECKPOINT_FILE).is_file()):
             job.state = "stopped"
             job.message = (f"Stopped at iteration {job.monitor.stoppedAt or job.monitor.iteration}; "
                            "the checkpoint is saved, Resume continues.")

@@ -3,13 +3,13 @@ over stand-ins for Slicer's Qt); all work is delegated to the Qt-free logic clas
 background jobs every 0.5 s, so the GUI never blocks.
 
 Every edit is written to the parameter node (through ParameterWidgets' tables), and the node is read back
-into the widgets when the module is entered or the scene changes. The labeled-pairs table and the Models
-and Dependencies sections are parts of their own (LabeledPairsTable, ModelsSection, DependenciesSection).
+into the widgets when the module is entered or the scene changes. The labeled-pairs table and the Train,
+Models and Dependencies sections are parts of their own (LabeledPairsTable, TrainingSection, ModelsSection,
+DependenciesSection).
 """
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 
 import ctk  # noqa: F401  (Slicer's designer widgets)
@@ -25,7 +25,7 @@ from .ModelsSection import ModelsSection
 from .ParameterWidgets import (SEGMENT_FIELDS, TRAINING_FIELDS, connectFields, readFields, readPatchSize, showFields,
                                showPatchSize)
 from .Parameters import ModuleState, SegmentParameters
-from .ProgressPlot import ProgressPlot
+from .TrainingSection import TrainingSection
 from .Validation import checkTrainingInputs
 
 # the inputs of training, locked while it runs
@@ -45,11 +45,8 @@ class DTCPanel(VTKObservationMixin):
         self.pairsTable = LabeledPairsTable(self.ui.labeledTable, self.onInputsChanged)
         self.models = ModelsSection(self.ui, logic.store, self.uiWidget, self.showDialogs, self._error,
                                     self.onInputsChanged)
-        self.trainingJob = None
         self.segmentJob = None
         self.modelLoad = None  # (model name, load request) while the inference child loads it ahead of a click
-        self.plot = None
-        self._logSeen = 0
         self._loading = False
         self.timer = qt.QTimer()
         self.timer.setInterval(500)
@@ -57,6 +54,8 @@ class DTCPanel(VTKObservationMixin):
         # the inference child ends before an install, so that the next one imports what gets installed
         self.dependencies = DependenciesSection(self.ui, self.showDialogs, self._error, self.timer.start,
                                                 beforeInstall=logic.inference.shutdown)
+        self.training = TrainingSection(self.ui, logic, self.models, self.dependencies.ready, self.collectState,
+                                        self.timer.start, self.updateButtons, self._error)
         self._connect()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -66,6 +65,10 @@ class DTCPanel(VTKObservationMixin):
             self.models.refresh()
         finally:
             self._loading = False
+        if self.training.reopenUnfinished() is not None:  # the panel shows the run's parameters: Resume's
+            state = self.logic.state()
+            state.training = self.training.job.params
+            self.logic.saveState(state)
         self.loadFromParameterNode()
 
     # ------------------------------------------------------------------------------------ wiring
@@ -80,9 +83,6 @@ class DTCPanel(VTKObservationMixin):
         ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.show3DButton.setSegmentationNode)
         ui.addPairButton.connect("clicked()", lambda: self.pairsTable.add())
         ui.removePairButton.connect("clicked()", self.pairsTable.removeCurrent)
-        ui.trainButton.connect("clicked()", self.onTrain)
-        ui.stopButton.connect("clicked()", self.onStop)
-        ui.resumeButton.connect("clicked()", self.onResume)
         ui.segmentButton.connect("clicked()", self.onSegment)
         ui.openSegmentEditorButton.connect("clicked()", self.onOpenSegmentEditor)
         ui.addToTrainingButton.connect("clicked()", self.onAddToTraining)
@@ -90,8 +90,7 @@ class DTCPanel(VTKObservationMixin):
     def cleanup(self):
         self.timer.stop()
         self.removeObservers()
-        if self.trainingJob is not None and not self.trainingJob.finished:
-            self.trainingJob.process.killTree()  # Slicer is closing: leave no orphan trainer behind
+        self.training.cleanup()
         if self._segmenting():
             self.logic.inference.cancel(self.segmentJob)
         self.logic.inference.shutdown()
@@ -117,7 +116,7 @@ class DTCPanel(VTKObservationMixin):
         self.saveToParameterNode()
 
     def onSceneStartClose(self, caller, event):
-        self.plot = None  # its nodes go with the scene; training itself goes on
+        self.training.plot = None  # its nodes go with the scene; training itself goes on
 
     def onSceneEndClose(self, caller, event):
         self.pairsTable.clear()
@@ -176,12 +175,12 @@ class DTCPanel(VTKObservationMixin):
     def updateButtons(self):
         ui = self.ui
         state = self.collectState()
-        running = self.trainingJob is not None and not self.trainingJob.finished
+        job, running = self.training.job, self.training.running
         report = checkTrainingInputs(state.pairs, state.unlabeled, state.training)
         ui.trainButton.enabled = report.ok and not running
         ui.trainButton.toolTip = report.tooltip() or _("Export the pairs and train in the background")
-        ui.stopButton.enabled = running and self.trainingJob.state == "running"
-        ui.resumeButton.enabled = not running and self.trainingJob is not None and self.trainingJob.canResume
+        ui.stopButton.enabled = running and job.state == "running"
+        ui.resumeButton.enabled = not running and job is not None and job.canResume
         for name in INPUT_WIDGETS:
             getattr(ui, name).enabled = not running
         problems = []
@@ -196,87 +195,18 @@ class DTCPanel(VTKObservationMixin):
         ui.openSegmentEditorButton.enabled = hasResult
         ui.addToTrainingButton.enabled = hasResult and not running
 
-    # --------------------------------------------------------------------------------- training
-    def onTrain(self):
-        if not self.dependencies.ready():
-            return
-        state = self.collectState()
-        try:
-            self.trainingJob = self.logic.training.start(state.pairs, state.unlabeled, state.training)
-        except (ValueError, OSError, RuntimeError) as e:  # RuntimeError: a label the scene cannot export
-            self._error(_("Cannot start training"), str(e))
-            return
-        self._startFollowing()
-
-    def onResume(self):
-        if self.trainingJob is None:
-            return
-        self.trainingJob.params = self.collectState().training
-        shown = self.trainingJob.monitor.count  # the log box already holds these lines
-        try:
-            self.logic.training.resume(self.trainingJob)
-        except (ValueError, RuntimeError) as e:
-            self._error(_("Cannot resume"), str(e))
-            return
-        self._startFollowing(logSeen=shown)
-
-    def _startFollowing(self, logSeen: int = 0):
-        if self.plot is None:
-            self.plot = ProgressPlot(slicer.mrmlScene)
-        self.plot.clear()
-        self.ui.plotWidget.setMRMLPlotChartNode(self.plot.chart)
-        self._logSeen = logSeen
-        self.ui.trainingStatusLabel.text = _("Starting (exported data in {folder})").format(
-            folder=self.trainingJob.outDir)
-        self.timer.start()
-        self.updateButtons()
-
-    def onStop(self):
-        if self.trainingJob is not None:
-            self.logic.training.stop(self.trainingJob)
-            self.ui.trainingStatusLabel.text = _("Stopping: saving a checkpoint...")
-            self.updateButtons()
-
+    # ------------------------------------------------------------------------------ background jobs
     def onTimer(self):
-        if self.trainingJob is not None and self.trainingJob.state in ("running", "stopping"):
-            self._followTraining()
+        self.training.follow()
         if self._segmenting() and self.logic.inference.poll(self.segmentJob):
             self._segmentFinished()
         if self.modelLoad is not None and self.logic.inference.server.poll(self.modelLoad[1]) is not None:
             self._modelLoaded()
         checking = self.dependencies.poll()
-        busy = (self.trainingJob is not None and not self.trainingJob.finished) or self._segmenting() or \
-            self.modelLoad is not None or checking
+        busy = self.training.running or self._segmenting() or self.modelLoad is not None or checking
         if not busy:
             self.timer.stop()
         self.updateButtons()
-
-    def _followTraining(self):
-        job = self.trainingJob
-        self.logic.training.poll(job)
-        monitor = job.monitor
-        new = min(monitor.count - self._logSeen, len(monitor.log))
-        for line in list(monitor.log)[len(monitor.log) - new:] if new > 0 else []:
-            self.ui.logTextEdit.appendPlainText(line)
-        self._logSeen = monitor.count
-        self.ui.trainingProgressBar.value = round(100 * monitor.fraction)
-        self.ui.trainingStatusLabel.text = monitor.statusText()
-        if self.plot is not None:
-            self.plot.update(monitor)
-        if not job.finished:
-            return
-        self.ui.trainingStatusLabel.text = job.message
-        if job.state == "done":
-            name = self.ui.modelNameLineEdit.text.strip() or "dtc-" + datetime.datetime.now().strftime("%Y%m%d-%H%M")
-            try:
-                info = self.logic.store.importModel(job.modelPath, name, extra={"run_folder": str(job.outDir)})
-                self.models.refresh(select=info.name)
-                added = _("Added to the model store as '{name}'.").format(name=info.name)
-                self.ui.trainingStatusLabel.text = f"{job.message}\n{added}"
-            except (ValueError, OSError) as e:
-                self._error(_("Could not add the model to the store"), str(e))
-        elif job.state == "failed":
-            self._error(_("Training failed"), job.message, job.logTail(40))
 
     # ------------------------------------------------------------------------------- segmenting
     def onSegment(self):

@@ -145,7 +145,7 @@ def render(output: Path, progress: Path | None = None) -> Path:
         panel.findChild(QtWidgets.QPushButton, name).setEnabled(True)
     status, seen = "Idle", []
     if progress and progress.is_file():  # the status line and the curves of a real run, two thirds in
-        from DTCSegmentationLib.TrainingLogic import TrainingMonitor
+        from DTCSegmentationLib.TrainingMonitor import TrainingMonitor
 
         monitor = TrainingMonitor()
         lines = progress.read_text().splitlines()

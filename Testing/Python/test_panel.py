@@ -130,11 +130,11 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
 
     ui.trainButton.click()
     assert not ui.addPairButton.enabled and not ui.trainButton.enabled  # a running job's inputs are locked
-    wait(panel, lambda: panel.trainingJob.finished)
-    assert panel.trainingJob.state == "done", f"{panel.trainingJob.message} {gui.answers.errors}"
+    wait(panel, lambda: panel.training.job.finished)
+    assert panel.training.job.state == "done", f"{panel.training.job.message} {gui.answers.errors}"
     assert "Added to the model store as 'panel-model'" in ui.trainingStatusLabel.text
     assert ui.trainingProgressBar.value == 100 and "iteration" in ui.logTextEdit.text.lower()
-    assert panel.plot is not None and ui.plotWidget.chart is panel.plot.chart
+    assert panel.training.plot is not None and ui.plotWidget.chart is panel.training.plot.chart
     assert ui.modelComboBox.currentText == "panel-model" and ui.modelsTable.rowCount == 1
     assert ui.addPairButton.enabled and ui.trainButton.enabled
 
@@ -260,24 +260,47 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_m
     ui = panel.ui
     setTinyTraining(ui, iterations=100000)  # far more than the test will wait for
     ui.trainButton.click()
-    wait(panel, lambda: panel.trainingJob.monitor.fraction > 0)
+    wait(panel, lambda: panel.training.job.monitor.fraction > 0)
     assert ui.stopButton.enabled and not ui.resumeButton.enabled
     ui.stopButton.click()
     assert "Stopping" in ui.trainingStatusLabel.text and not ui.stopButton.enabled
-    wait(panel, lambda: panel.trainingJob.finished)
-    job = panel.trainingJob
+    wait(panel, lambda: panel.training.job.finished)
+    job = panel.training.job
     assert job.state == "stopped" and ui.resumeButton.enabled and ui.trainButton.enabled
     stoppedAt = job.monitor.iteration
     logLines = ui.logTextEdit.text.count("\n")
     ui.iterationsSpinBox.value = stoppedAt + 2  # the user shortens the run before resuming it
     ui.trainingPrecisionComboBox.setCurrentText("fp32")  # and pins the precision (auto before)
     ui.resumeButton.click()
-    wait(panel, lambda: panel.trainingJob.finished)
+    wait(panel, lambda: panel.training.job.finished)
     assert job.state == "done", job.message
     assert json.loads((job.outDir / "train_config.json").read_text())["config"]["amp"] == "off"
     assert job.monitor.iteration == stoppedAt + 2 and ui.modelsTable.rowCount == 1
     assert ui.logTextEdit.text.count("\n") > logLines  # the log goes on where it was, not from the start
     assert gui.answers.errors == []
+
+
+def test_the_next_session_offers_the_run_that_slicer_left_unfinished(gui, scene):
+    panel, _, _ = panelWithOnePair(gui, scene)
+    setTinyTraining(panel.ui, iterations=100000)
+    panel.ui.trainButton.click()
+    wait(panel, lambda: panel.training.job.monitor.fraction > 0)
+    panel.ui.stopButton.click()
+    wait(panel, lambda: panel.training.job.finished)
+    stoppedAt = panel.training.job.monitor.stoppedAt
+    panel.cleanup()  # Slicer closes
+    scene.Clear(0)  # and starts again with an empty scene, the panel's defaults in it
+    later = gui.open()
+    ui = later.ui
+    assert f"checkpoint at iteration {stoppedAt} of 100000" in ui.trainingStatusLabel.text
+    assert ui.resumeButton.enabled and ui.trainButton.enabled is False  # no labeled pair in the new scene
+    assert (ui.iterationsSpinBox.value, ui.nFiltersSpinBox.value) == (100000, 4)  # the run's own parameters
+    ui.iterationsSpinBox.value = stoppedAt + 2
+    ui.resumeButton.click()
+    wait(later, lambda: later.training.job.finished)
+    assert later.training.job.state == "done", later.training.job.message
+    assert ui.modelsTable.rowCount == 1 and gui.answers.errors == []
+    assert later.logic.training.unfinishedRuns() == []
 
 
 def test_dependency_check_reports_the_training_python_devices_and_copies_the_report(gui):
@@ -313,8 +336,8 @@ def test_a_training_that_fails_says_why_and_keeps_the_panel_usable(gui, scene):
     ui = panel.ui
     ui.deviceComboBox.setCurrentText("cuda")  # allowed by the panel; the child finds no GPU on these machines
     ui.trainButton.click()
-    wait(panel, lambda: panel.trainingJob.finished, timeout=120)
-    assert panel.trainingJob.state == "failed"
+    wait(panel, lambda: panel.training.job.finished, timeout=120)
+    assert panel.training.job.state == "failed"
     assert len(gui.answers.errors) == 1 and gui.answers.errors[0].startswith("Training failed")
     assert "cuda" in gui.answers.errors[0].lower()
     assert ui.trainButton.enabled and ui.addPairButton.enabled and not ui.resumeButton.enabled  # no checkpoint

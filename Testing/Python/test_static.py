@@ -198,7 +198,7 @@ def test_icon_is_128_pixels():
 
 def test_only_the_panel_files_import_qt():
     # the logic must run under slicer-core, which has no Qt; a Qt file missing from PANEL_FILES would also
-    # escape the checks above
+    # escape the checks above (a panel part may get by without importing Qt itself)
     def importsQt(path):
         names = set()
         for node in ast.walk(ast.parse(path.read_text())):
@@ -209,7 +209,8 @@ def test_only_the_panel_files_import_qt():
         return bool(names & {"qt", "ctk"})
 
     files = sorted((MODULE_DIR / "DTCSegmentationLib").glob("*.py"))
-    assert [path for path in files if importsQt(path)] == sorted(PANEL_FILES)
+    qtFiles = [path for path in files if importsQt(path)]
+    assert qtFiles and set(qtFiles) <= set(PANEL_FILES), sorted(set(qtFiles) - set(PANEL_FILES))
 
 
 def test_logic_imports_no_qt_and_no_torch_at_import_time():

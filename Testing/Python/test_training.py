@@ -1,11 +1,12 @@
 """Training from the scene with the real backend: a tiny `dtc train` child started by the logic reports
-progress, stops on request with a checkpoint, resumes and finishes; crashing or hanging children are
-reported, never waited on forever; garbage output is ignored."""
+progress, stops on request with a checkpoint, resumes and finishes; a run killed mid-training is found,
+reopened and resumed by the next session; crashing or hanging children are reported, never waited on
+forever; garbage output is ignored."""
 from __future__ import annotations
 
-import json
 import os
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -13,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
-from conftest import addVolume, obliqueMatrix, phantom
 
 from DTCSegmentationLib.ModelStore import ModelStore, ModelStoreError
 from DTCSegmentationLib.Parameters import (LabeledPair, ModuleState, SegmentParameters, TrainingParameters,
-                                           loadState, saveState)
+                                           dumpParameters, loadState, saveState)
 from DTCSegmentationLib.Process import ChildProcess, explainFailure, parseEvent
 from DTCSegmentationLib.ProgressPlot import ProgressPlot
 from DTCSegmentationLib.TrainingLogic import TrainingLogic
@@ -37,7 +37,6 @@ def test_training_reports_progress_stops_with_checkpoint_resumes_and_finishes(ph
         logic.poll(job)
         if job.monitor.losses or job.finished:
             break
-        import time
         time.sleep(0.1)
     assert job.monitor.losses, job.logTail()
     assert job.monitor.total == 500 and 0 < job.monitor.fraction < 1
@@ -67,6 +66,61 @@ def test_training_reports_progress_stops_with_checkpoint_resumes_and_finishes(ph
     assert info.metadata["n_filters"] == 4 and "patch (16, 16, 16)" in info.summary()
     store.delete("phantom-model")
     assert store.list() == []
+
+
+def test_a_run_killed_mid_training_is_found_reopened_with_its_history_and_resumed(phantomScene, tmp_path):
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
+    logic = TrainingLogic(workRoot=tmp_path)
+    params = TrainingParameters(iterations=500, **{**TINY, "checkpointEvery": 3})
+    job = logic.start(pairs, phantomScene["unlabeled"], params)
+    deadline = time.monotonic() + 120
+    while job.monitor.checkpointIteration is None or job.monitor.iteration <= job.monitor.checkpointIteration:
+        assert time.monotonic() < deadline and not job.finished, job.logTail()
+        logic.poll(job)
+        time.sleep(0.05)
+    assert logic.unfinishedRuns() == []  # its trainer still runs there
+    job.process.killTree()  # as when Slicer crashes mid-run: no STOP, no last checkpoint
+    job.process.wait(30)
+
+    later = TrainingLogic(workRoot=tmp_path)  # the next Slicer session
+    assert later.unfinishedRuns() == [job.outDir]
+    again = later.reopen(job.outDir)
+    saved = again.monitor.checkpointIteration
+    assert again.params == params and again.canResume and 3 <= saved < again.monitor.iteration
+    assert f"checkpoint at iteration {saved} of 500" in again.message
+    again.params.iterations = saved + 2
+    later.resume(again)
+    later.wait(again, timeout=180)
+    assert again.state == "done", again.message + again.logTail()
+    iterations = [entry[0] for entry in again.monitor.losses]
+    # the whole curve, without the iterations that the killed trainer did after its last checkpoint
+    assert iterations == list(range(1, saved + 3))
+    assert later.unfinishedRuns() == []  # finished: it has its model
+
+
+def test_unfinished_runs_have_a_checkpoint_and_no_model_and_unreadable_ones_are_passed_over(tmp_path, monkeypatch):
+    def run(name, *files, parameters=dumpParameters(TrainingParameters(iterations=7))):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "parameters.json").write_text(parameters)
+        for file in files:
+            (folder / file).write_bytes(b"")
+        return folder
+
+    run("finished", "checkpoint.pt", "model.pt")
+    run("exported", "progress.jsonl")  # no checkpoint yet: nothing to resume
+    older = run("older", "checkpoint.pt")
+    os.utime(older / "checkpoint.pt", (1, 1))
+    broken = run("broken", "checkpoint.pt", parameters="{not json")
+    monkeypatch.setenv("DTC_WORK_ROOT", str(tmp_path))
+    logic = TrainingLogic()
+    assert logic.unfinishedRuns() == [broken, older]  # newest checkpoint first
+    job = logic.reopenLatest()
+    assert job.outDir == older and job.params.iterations == 7 and job.canResume
+    assert job.message.startswith(f"Unfinished training from an earlier session in {older}.")
+    assert TrainingLogic(workRoot=tmp_path / "none").reopenLatest() is None
+    monkeypatch.delenv("DTC_WORK_ROOT")  # by default not in the temporary folder, which a reboot may empty
+    assert not TrainingLogic().workRoot.resolve().is_relative_to(Path(tempfile.gettempdir()).resolve())
 
 
 CRASH = textwrap.dedent("""
