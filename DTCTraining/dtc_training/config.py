@@ -41,6 +41,7 @@ class TrainConfig:
     workers: int = -1  # -1: min(4, cores - 1)
     val_every: int = 0  # 0: validate only at the end, when there are validation cases
     checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0  # also checkpoint when this long has passed since the last one (0: off)
     spacing: list[float] | None = None  # resample to this spacing (mm); None keeps each volume's grid
     label_name: str = "Left atrium"
     sync_batchnorm: bool = False
@@ -74,6 +75,7 @@ class TrainConfig:
             (self.workers >= -1, "--workers must be >= 0 (or -1: automatic)"),
             (self.val_every >= 0, "--val-every must be >= 0 (0: at the end only)"),
             (self.checkpoint_every >= 1, "--checkpoint-every must be >= 1 iteration"),
+            (self.checkpoint_minutes >= 0, "--checkpoint-minutes must be >= 0 (0: by iterations only)"),
             (self.precise_bn >= 0, "--precise-bn must be >= 0 batches (0: off)"),
             (0 <= self.ema < 1, "--ema must be in [0, 1) (0: off; e.g. 0.99)"),
             (self.ce_weight >= 0, "--ce-weight must be >= 0 (0: off)"),

@@ -165,11 +165,19 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     stop = StopRequest(out_dir / STOP_FILE)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
+    saved = {"iteration": start, "time": time.monotonic()}
+
     def checkpoint(iteration: int) -> Path:
-        if world.is_main:
+        if world.is_main:  # rank 0 alone writes; the other ranks never wait for it, so may judge "due" apart
             save_checkpoint(checkpoint_path, iteration, model, optimizer, cfg.to_dict(), data.summary(), ema)
             progress.emit("checkpoint", iteration=iteration, path=str(checkpoint_path))
+        saved.update(iteration=iteration, time=time.monotonic())
         return checkpoint_path
+
+    def checkpoint_due(iteration: int) -> bool:
+        # by iterations, and by time: a CPU iteration can take 20 s, so 500 of them would be hours to lose
+        return iteration % cfg.checkpoint_every == 0 or (
+            cfg.checkpoint_minutes > 0 and time.monotonic() - saved["time"] >= 60 * cfg.checkpoint_minutes)
 
     final = ema.module if ema is not None else model  # what is validated and saved
 
@@ -210,13 +218,13 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                 # with --precise-bn, mid-run points see the statistics the final model will have
                 validated = recalibrated_copy(final, precise_bn_images(), device) if cfg.precise_bn else final
                 val_dice = _validate(validated, data, cfg, world, progress, done)
-            if reason or done % cfg.checkpoint_every == 0:
+            if reason or checkpoint_due(done):
                 path = checkpoint(done)
                 if reason:
                     progress.emit("stopped", iteration=done, checkpoint=str(path), reason=reason)
                     world.barrier()  # no rank exits before rank 0 has written the checkpoint
                     return EXIT_INTERRUPTED
-        if done % cfg.checkpoint_every:
+        if saved["iteration"] != done:
             checkpoint(done)
         if cfg.precise_bn:
             recalibrate_batchnorm(final, precise_bn_images(), device)

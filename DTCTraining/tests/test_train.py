@@ -159,3 +159,12 @@ def test_la_layout_loads_the_standard_split(la_root, tmp_path):
     x, y, z = data.labeled[0]["image"].shape
     assert z == 44 and data.labeled[0]["label"].shape == (x, y, z)  # 88 slices at half resolution
     assert set(np.unique(data.labeled[0]["label"])) == {0, 1}
+
+
+def test_checkpoints_come_by_iterations_and_by_time_once_each(phantoms, tmp_path):
+    # By time only: every iteration takes longer than 1e-5 minutes; by iterations only: every second one.
+    # Either way the end is saved, once.
+    for name, every, minutes, expected in (("time", 1000, 1e-5, [1, 2, 3]), ("iterations", 2, 0, [2, 3])):
+        proc = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 3, *TINY,
+                       "--checkpoint-every", every, "--checkpoint-minutes", minutes)
+        assert [e["iteration"] for e in events(proc.stdout, "checkpoint")] == expected, name

@@ -182,11 +182,11 @@ def test_out_of_range_options_are_all_refused_before_any_data_is_read(tmp_path):
     proc = run_dtc("train", "--datalist", tmp_path / "absent.json", "-o", tmp_path / "run",
                    "--lr-step", 0, "--rampup-step", 0, "--checkpoint-every", 0, "--precise-bn", -1,
                    "--ema", 1.5, "--patch", 32, 32, 24, "--seed", -1, "--device", "gpu", "--holdout", -1,
-                   "--ce-weight", -1, check=False, in_process=True)
+                   "--ce-weight", -1, "--checkpoint-minutes", -1, check=False, in_process=True)
     assert_refused(proc, "--lr-step must be >= 1", "--rampup-step must be >= 1", "--checkpoint-every must be >= 1",
                    "--seed must be in [0, 2^32)", "--device gpu: not a device", "--holdout must be >= 0",
                    "--precise-bn must be >= 0", "--ema must be in [0, 1)", "--patch [32, 32, 24]",
-                   "--ce-weight must be >= 0")
+                   "--ce-weight must be >= 0", "--checkpoint-minutes must be >= 0")
     assert "absent.json" not in proc.stderr and "Traceback" not in proc.stderr
 
 

@@ -9,7 +9,8 @@ from ..config import LR_SCHEDULES, RECIPES
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
 
 # Options that `--resume` may change; everything else comes from the checkpoint's configuration.
-RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "amp", "precise_bn")
+RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "checkpoint_minutes", "amp",
+                    "precise_bn")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,7 +50,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--amp", choices=["auto", "bf16", "off"], help="auto: bf16 on CUDA, off on the CPU")
     cfg.add_argument("--workers", type=int, help="DataLoader workers (-1: min(4, cores - 1))")
     cfg.add_argument("--val-every", type=int, help="validation Dice every N iterations (0: at the end only)")
-    cfg.add_argument("--checkpoint-every", type=int)
+    cfg.add_argument("--checkpoint-every", type=int, help="checkpoint every N iterations (500)")
+    cfg.add_argument("--checkpoint-minutes", type=float, metavar="M",
+                     help="and whenever M minutes have passed since the last checkpoint (10; 0: off)")
     cfg.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="resample to this spacing (mm)")
     cfg.add_argument("--label-name", help='name of the structure ("Left atrium")')
     cfg.add_argument("--precise-bn", type=int, metavar="BATCHES",
