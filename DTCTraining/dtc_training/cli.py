@@ -49,14 +49,23 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed sub-command; bad input becomes its message on stderr and EXIT_BAD_INPUT."""
+    """Run a parsed sub-command; bad input becomes its message on stderr and EXIT_BAD_INPUT, a full disk its
+    message and EXIT_ERROR."""
     from .errors import InputError
+    from .files import DISK_FULL
 
     try:
         return args.run(args)
     except InputError as e:
         print(f"dtc {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        again = "run the command again" + (" with --resume" if args.command == "train" else "")
+        print(f"dtc {args.command}: error: {e.filename}: {e.strerror}. Nothing was left half-written: the file "
+              f"there before is intact. Free some space and {again}.", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

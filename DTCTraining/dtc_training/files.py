@@ -2,6 +2,7 @@
 the target, so a kill or a full disk never leaves a half-written checkpoint, model, datalist or image."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 import secrets
@@ -12,6 +13,8 @@ from typing import Any, Callable
 
 from .errors import InputError
 
+DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no space, or over the user's quota
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: str = "wb") -> Path:
     path = Path(path)
@@ -19,13 +22,18 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None], mode: st
     # Created exclusively under a random name, as mkstemp does, but with mode 0o666 so that the umask, not
     # mkstemp's owner-only mode, decides who may read the model or label (colleagues, Slicer under another
     # account).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.errno in DISK_FULL:  # reported against the target (not the temporary), which is as it was
+            raise OSError(e.errno, os.strerror(e.errno), str(path)) from e
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -4,7 +4,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import textwrap
 
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from conftest import TINY, events, run_dtc
-from dtc_training.cli import EXIT_INTERRUPTED, build_parser
+from dtc_training.cli import EXIT_ERROR, EXIT_INTERRUPTED, build_parser
 from dtc_training.commands import train as train_command
 from dtc_training.config import TrainConfig
 from dtc_training.model_io import load_model
@@ -168,3 +168,30 @@ def test_checkpoints_come_by_iterations_and_by_time_once_each(phantoms, tmp_path
         proc = run_dtc("train", "--datalist", phantoms, "-o", tmp_path / name, "--iterations", 3, *TINY,
                        "--checkpoint-every", every, "--checkpoint-minutes", minutes)
         assert [e["iteration"] for e in events(proc.stdout, "checkpoint")] == expected, name
+
+
+def test_a_disk_that_fills_up_at_a_checkpoint_is_reported_and_the_run_resumes(phantoms, tmp_path):
+    # The second checkpoint write fails half-way with ENOSPC, as on a full disk (a real one needs privileges).
+    full_disk = textwrap.dedent("""
+        import errno, sys, torch
+        from dtc_training.cli import main
+        real_save, calls = torch.save, []
+        def save(obj, f, *args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                f.write(b"partial")
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_save(obj, f, *args, **kwargs)
+        torch.save = save
+        sys.exit(main(sys.argv[1:]))
+    """)
+    args = ["train", "--datalist", str(phantoms), "-o", str(tmp_path), "--iterations", "4", *map(str, TINY),
+            "--checkpoint-every", "2", "--checkpoint-minutes", "0"]
+    proc = subprocess.run([sys.executable, "-c", full_disk, *args], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == EXIT_ERROR, proc.stderr
+    assert f"{tmp_path / 'checkpoint.pt'}: No space left on device" in proc.stderr and "--resume" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 2  # the earlier one, whole
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume")
+    assert events(resumed.stdout, "progress")[0]["iteration"] == 3 and (tmp_path / "model.pt").is_file()

@@ -196,6 +196,8 @@ def test_a_child_whose_grandchild_keeps_its_output_open_still_finishes():
     (["RuntimeError: CUDA error: no kernel image is available for execution on the device"], 1, "no CUDA kernels"),
     (["ModuleNotFoundError: No module named 'monai'"], 1, "'monai' is missing"),
     (["dtc train: error: /x/datalist.json: no labeled case"], 2, "input was refused"),
+    (["dtc train: error: /x/checkpoint.pt: No space left on device. Nothing was left half-written"], 1,
+     "The disk is full. Nothing was left half-written: a training's last checkpoint is intact"),
     (["Traceback", "ValueError: boom"], 1, "exit code 1: ValueError: boom"),
 ])
 def test_failures_are_explained_in_words(log, code, expected):
