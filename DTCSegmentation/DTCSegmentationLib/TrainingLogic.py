@@ -157,12 +157,13 @@ class TrainingLogic:
             from dtc_training.runlock import running_owner  # here: the module loads where the backend is missing
         except ImportError:
             return []  # nothing can resume them until the backend is installed
-        if not self.workRoot.is_dir():
+        try:
+            runs = [folder for folder in self.workRoot.iterdir()
+                    if (folder / PARAMETERS_FILE).is_file() and (folder / CHECKPOINT_FILE).is_file()
+                    and not (folder / MODEL_FILE).is_file() and running_owner(folder) is None]
+            return sorted(runs, key=lambda folder: (folder / CHECKPOINT_FILE).stat().st_mtime, reverse=True)
+        except OSError:  # no work folder yet, or one this account cannot read: nothing to offer
             return []
-        runs = [folder for folder in self.workRoot.iterdir()
-                if (folder / PARAMETERS_FILE).is_file() and (folder / CHECKPOINT_FILE).is_file()
-                and not (folder / MODEL_FILE).is_file() and running_owner(folder) is None]
-        return sorted(runs, key=lambda folder: (folder / CHECKPOINT_FILE).stat().st_mtime, reverse=True)
 
     def reopenLatest(self) -> Optional[TrainingJob]:
         """The newest unfinished run that can be read back (Slicer closed or crashed while it trained), or None."""

@@ -64,7 +64,11 @@ def running_owner(folder: str | os.PathLike) -> Optional[str]:
     path = Path(folder) / LOCK_NAME
     if not path.is_file():
         return None
-    with open(path, "a+") as handle:
+    try:
+        handle = open(path, "a+")
+    except OSError as e:  # cannot tell: better taken for running than offered to a second trainer
+        return f"unknown: {e.strerror or e}"
+    with handle:
         if _try_lock(handle):
             return None  # free: released again as the file closes
         return _owner(handle)
