@@ -5,6 +5,7 @@ overwriting each other's checkpoint. The system drops the lock when the process 
 killed run leaves no stale lock behind."""
 from __future__ import annotations
 
+import errno
 import os
 import socket
 from contextlib import contextmanager
@@ -29,10 +30,14 @@ else:
     import fcntl
 
     def _try_lock(handle) -> bool:
+        # A POSIX record lock, not flock(): it belongs to this process alone, so DataLoader workers forked
+        # from the trainer do not hold the folder after the trainer has died (and it works over NFS).
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EAGAIN):
+                return False
+            raise
         return True
 
 

@@ -204,6 +204,7 @@ def test_bad_split_and_device_options_are_refused(tmp_path, extra, message):
 
 
 def test_a_folder_that_another_training_holds_is_refused_until_that_process_ends(tmp_path):
+    import signal
     import socket
     import subprocess
     import sys
@@ -213,21 +214,27 @@ def test_a_folder_that_another_training_holds_is_refused_until_that_process_ends
     good, out = case(tmp_path, "good"), tmp_path / "run"
     assert train(tmp_path, [good], out=out, refused=False).returncode == 0  # a run with a checkpoint
     assert running_owner(out) is None  # its trainer has ended
-    # another process holds the folder as a running `dtc train` does, and is then killed without a word
+    # another process holds the folder as a running `dtc train` does, with a forked child as a DataLoader
+    # worker, and is then killed without a word; the child lives on a while, as orphaned workers do
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom dtc_training.runlock import hold_run_lock\n"
-         "with hold_run_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(600)\n", str(out)],
+        [sys.executable, "-c", "import os, sys, time\nfrom dtc_training.runlock import hold_run_lock\n"
+         "with hold_run_lock(sys.argv[1]):\n    worker = os.fork()\n    if worker == 0:\n        time.sleep(60)\n"
+         "        os._exit(0)\n    print(worker, flush=True)\n    time.sleep(600)\n", str(out)],
         stdout=subprocess.PIPE, text=True)
+    worker = int(holder.stdout.readline())
     try:
-        assert holder.stdout.readline().strip() == "held"
         owner = f"process {holder.pid} on {socket.gethostname()}"
         assert running_owner(out) == owner
         for extra in ((), ("--resume",)):
             proc = train(tmp_path, [good], out=out, extra=extra)
             assert_refused(proc, f"{out}: another training is running in this folder ({owner})")
+        holder.kill()
+        holder.wait()
+        os.kill(worker, 0)  # the worker still runs (raises if not)
+        assert running_owner(out) is None  # the lock went with the killed trainer, not kept by its worker
     finally:
         holder.kill()
         holder.wait()
-    assert running_owner(out) is None  # the system dropped the lock with the killed process
+        os.kill(worker, signal.SIGKILL)
     proc = train(tmp_path, [good], out=out, extra=("--resume", "--iterations", 2), refused=False)
     assert proc.returncode == 0 and events(proc.stdout, "done")[0]["iterations"] == 2, proc.stderr
