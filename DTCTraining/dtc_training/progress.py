@@ -4,6 +4,7 @@ parse) or a progress bar when stdout is a terminal; every event is also appended
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ class ProgressReporter:
         self.bar = mode == "bar" or (mode == "auto" and self.stream.isatty())
         self.enabled = enabled  # only rank 0 reports in distributed runs
         self.log = _open_log(log_path) if (log_path and enabled) else None
+        self.output_lost = False  # the stream can no longer be written (the log file still is)
 
     def emit(self, event: str, **values) -> None:
         if not self.enabled:
@@ -35,13 +37,25 @@ class ProgressReporter:
         if self.log:
             self.log.write(line + "\n")
             self.log.flush()
-        if not self.bar:
-            print(line, file=self.stream, flush=True)
-        elif event == "progress":
-            self._draw(record)
-        else:
-            self.stream.write("\r\033[K" + self._describe(record) + "\n")
-            self.stream.flush()
+        if self.output_lost:
+            return
+        try:
+            if not self.bar:
+                print(line, file=self.stream, flush=True)
+            elif event == "progress":
+                self._draw(record)
+            else:
+                self.stream.write("\r\033[K" + self._describe(record) + "\n")
+                self.stream.flush()
+        except OSError:  # the reader is gone: a GUI that crashed (broken pipe), a closed terminal (I/O error)
+            self._lose_output()
+
+    def _lose_output(self) -> None:
+        self.output_lost = True
+        try:  # so that the interpreter's last flush at exit does not fail on it again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+        except (OSError, ValueError, AttributeError):  # a stream without a file descriptor
+            pass
 
     def _draw(self, r: dict) -> None:
         done = r["iteration"] / r["total"]
@@ -57,7 +71,7 @@ class ProgressReporter:
         return f"{r['event']}: {details}"
 
     def close(self) -> None:
-        if self.bar and self.enabled:
+        if self.bar and self.enabled and not self.output_lost:
             self.stream.write("\n")
         if self.log:
             self.log.close()

@@ -35,23 +35,31 @@ from .validation import validation_dice
 
 MODEL_NAME = "model.pt"
 STOP_FILE = "STOP"  # creating it asks a running training to checkpoint and exit (works on every OS)
-STOP_REASONS = (STOP_FILE, "SIGTERM", "SIGINT")
+OUTPUT_CLOSED = "output closed"  # stdout's reader went away: the GUI that started the run crashed
+STOP_REASONS = (STOP_FILE, "SIGTERM", "SIGINT", "SIGHUP", OUTPUT_CLOSED)
+# SIGHUP: the terminal closed (an SSH session ended without nohup or tmux); not on Windows
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
 
 
 class StopRequest:
-    """Turns SIGTERM/SIGINT and the STOP file into a flag the loop checks between iterations."""
+    """Turns SIGTERM/SIGINT/SIGHUP, the STOP file and a progress output that nobody reads any more into a
+    flag the loop checks between iterations."""
 
-    def __init__(self, stop_file: Path):
-        self.stop_file, self.signal = stop_file, None
+    def __init__(self, stop_file: Path, progress: ProgressReporter):
+        self.stop_file, self.progress, self.signal = stop_file, progress, None
         stop_file.unlink(missing_ok=True)
-        self._previous = {s: signal.signal(s, self._handle) for s in (signal.SIGTERM, signal.SIGINT)}
+        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def _handle(self, signum, frame):
         self.signal = signal.Signals(signum).name
 
     @property
     def requested(self) -> str | None:
-        return self.signal or (STOP_FILE if self.stop_file.exists() else None)
+        if self.signal:
+            return self.signal
+        if self.stop_file.exists():
+            return STOP_FILE
+        return OUTPUT_CLOSED if self.progress.output_lost else None
 
     def restore(self) -> None:
         for s, handler in self._previous.items():
@@ -69,8 +77,8 @@ def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
     # Ctrl+C, and SIGTERM sent to the whole process group (a scheduler, `kill -- -PGID`), reach the DataLoader
     # workers too; a worker that died of it would end the run without its checkpoint. The main process
     # alone stops; the workers end with the loader, or with their parent (DataLoader watches it).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop_signal in STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -162,7 +170,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
-    stop = StopRequest(out_dir / STOP_FILE)
+    stop = StopRequest(out_dir / STOP_FILE, progress)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     saved = {"iteration": start, "time": time.monotonic()}

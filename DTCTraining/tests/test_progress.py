@@ -13,3 +13,18 @@ def test_a_line_cut_short_by_a_kill_is_dropped_before_the_resumed_run_appends(tm
     reporter.close()
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [(r["event"], r["iteration"]) for r in records] == [("start", 0), ("start", 500)]
+
+
+def test_a_stream_nobody_reads_any_more_is_dropped_and_the_log_goes_on(tmp_path):
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    log = tmp_path / "progress.jsonl"
+    reporter = ProgressReporter(log, mode="json", stream=ClosedPipe())
+    assert not reporter.output_lost
+    reporter.emit("progress", iteration=1)  # no exception: the run decides what to do about it
+    reporter.emit("stopped", iteration=1, reason="output closed")
+    reporter.close()
+    assert reporter.output_lost
+    assert [json.loads(line)["event"] for line in log.read_text().splitlines()] == ["progress", "stopped"]

@@ -123,7 +123,8 @@ def test_bf16_asked_for_on_the_cpu_runs_in_bf16(phantoms, tmp_path):
     assert abs(losses["bf16"] - losses["off"]) < 0.05 * abs(losses["off"])
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGTERM to the group, with workers", "STOP file"])
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGTERM to the group, with workers", "STOP file",
+                                 pytest.param("SIGHUP", marks=pytest.mark.skipif(os.name == "nt", reason="POSIX"))])
 def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     workers = ["--workers", "2"] if "workers" in how else []  # after TINY's --workers 0: this one counts
     child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
@@ -132,8 +133,8 @@ def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     for line in child.stdout:  # wait for training to be under way
         if '"event": "progress"' in line:
             break
-    if how == "SIGTERM":
-        child.send_signal(signal.SIGTERM)
+    if how in ("SIGTERM", "SIGHUP"):  # SIGHUP: the terminal closed
+        child.send_signal(getattr(signal, how))
     elif "group" in how:  # as a scheduler or `kill -- -PGID` does: the DataLoader workers get it too
         os.killpg(child.pid, signal.SIGTERM)
     else:
@@ -195,3 +196,22 @@ def test_a_disk_that_fills_up_at_a_checkpoint_is_reported_and_the_run_resumes(ph
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume")
     assert events(resumed.stdout, "progress")[0]["iteration"] == 3 and (tmp_path / "model.pt").is_file()
+
+
+def test_a_run_whose_reader_goes_away_saves_a_checkpoint_and_stops(phantoms, tmp_path):
+    # A GUI that starts `dtc train` reads its stdout; if the GUI crashes, the next progress line finds the
+    # pipe broken: the run saves a checkpoint where it is and exits as a stopped run, never with a traceback.
+    child = subprocess.Popen([sys.executable, "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o",
+                              str(tmp_path), "--iterations", "1000", *map(str, TINY)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if '"event": "progress"' in line:
+            break
+    child.stdout.close()
+    err = child.stderr.read()
+    assert child.wait(60) == EXIT_INTERRUPTED, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    logged = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
+    stopped = [r for r in logged if r["event"] == "stopped"][0]
+    assert stopped["reason"] == "output closed" and 0 < stopped["iteration"] < 1000
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == stopped["iteration"]

@@ -5,6 +5,7 @@ forever; garbage output is ignored."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import slicer
+from conftest import MODULE_DIR, REPO
 
 from DTCSegmentationLib.ModelStore import ModelStore, ModelStoreError
 from DTCSegmentationLib.Parameters import (LabeledPair, ModuleState, SegmentParameters, TrainingParameters,
@@ -96,6 +98,42 @@ def test_a_run_killed_mid_training_is_found_reopened_with_its_history_and_resume
     # the whole curve, without the iterations that the killed trainer did after its last checkpoint
     assert iterations == list(range(1, saved + 3))
     assert later.unfinishedRuns() == []  # finished: it has its model
+
+
+SLICER_CRASHES = textwrap.dedent("""
+    import os, sys, time
+    from pathlib import Path
+    from DTCSegmentationLib.Parameters import loadParameters, TrainingParameters
+    from DTCSegmentationLib.TrainingLogic import TrainingJob, TrainingLogic
+    outDir = Path(sys.argv[1])
+    logic = TrainingLogic(workRoot=outDir.parent)
+    job = TrainingJob(outDir, outDir / "data" / "datalist.json", loadParameters(TrainingParameters, sys.argv[2]))
+    logic.launch(job, resume=False)
+    while not job.monitor.losses:
+        logic.poll(job)
+        time.sleep(0.05)
+    os._exit(1)  # a crash: no cleanup, the trainer's stdout pipe loses its reader
+""")
+
+
+def test_a_run_whose_slicer_crashed_stops_itself_with_a_checkpoint_and_is_offered_again(phantomScene, tmp_path):
+    from dtc_training.runlock import running_owner
+
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
+    params = TrainingParameters(iterations=100000, **TINY)
+    job = TrainingLogic(workRoot=tmp_path).prepare(pairs, phantomScene["unlabeled"], params)  # exported here
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(MODULE_DIR), str(REPO / "DTCTraining")])}
+    crashed = subprocess.run([sys.executable, "-c", SLICER_CRASHES, str(job.outDir), dumpParameters(params)],
+                             env=env, capture_output=True, text=True, timeout=180)
+    assert crashed.returncode == 1, crashed.stderr
+    deadline = time.monotonic() + 120  # the orphaned trainer notices at its next progress line
+    while running_owner(job.outDir) is not None:
+        assert time.monotonic() < deadline, "the trainer went on without its reader"
+        time.sleep(0.2)
+    again = TrainingLogic(workRoot=tmp_path).reopenLatest()
+    assert again is not None and again.outDir == job.outDir
+    assert again.monitor.stoppedAt == again.monitor.checkpointIteration > 0  # saved where it stopped
+    assert "output closed" in (job.outDir / "progress.jsonl").read_text()
 
 
 def test_unfinished_runs_have_a_checkpoint_and_no_model_and_unreadable_ones_are_passed_over(tmp_path, monkeypatch):
