@@ -199,7 +199,9 @@ class TrainingLogic:
 
     def stop(self, job: TrainingJob, grace: float = STOP_GRACE_S) -> None:
         """Ask the child to save a checkpoint and exit (STOP file, works on every OS); `poll` ends the
-        process tree if it has not exited after `grace` seconds."""
+        process tree if it has not exited after `grace` seconds (or sooner, if an earlier stop said so)."""
+        if job.state == "stopping":
+            job.stopDeadline = min(job.stopDeadline, time.monotonic() + grace)
         if job.state != "running":
             return
         (job.outDir / "STOP").touch()

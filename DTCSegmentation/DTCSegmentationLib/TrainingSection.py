@@ -10,6 +10,8 @@ from slicer.i18n import tr as _
 
 from .ProgressPlot import ProgressPlot
 
+CLOSE_GRACE_S = 5.0  # how long Slicer's exit waits for a running trainer's checkpoint
+
 
 class TrainingSection:
     def __init__(self, ui, logic, models, ready, collectState, startTimer, onChanged, error):
@@ -112,5 +114,8 @@ class TrainingSection:
             self.error(_("Training failed"), job.message, job.logTail(40))
 
     def cleanup(self):
+        """Slicer is closing: the trainer gets a few seconds to save a checkpoint where it is (a GPU iteration
+        takes a fraction of one), then its process tree is ended, so that no orphan is left behind."""
         if self.running:
-            self.job.process.killTree()  # Slicer is closing: leave no orphan trainer behind
+            self.logic.training.stop(self.job, grace=CLOSE_GRACE_S)
+            self.logic.training.wait(self.job)

@@ -193,7 +193,8 @@ def test_hanging_child_is_ended_after_the_grace_period(phantomScene, tmp_path):
            "print('{\"event\": \"start\", \"total\": 5}', flush=True)\ntime.sleep(600)"
     logic = TrainingLogic(processFactory=_factory(hang), workRoot=tmp_path)
     job = logic.start(pairs, [], TrainingParameters(**TINY))
-    logic.stop(job, grace=1.0)
+    logic.stop(job)  # the user's Stop: two minutes of grace
+    logic.stop(job, grace=1.0)  # then Slicer closes: a second stop shortens it
     logic.wait(job, timeout=30)
     assert job.state == "failed" and job.returnCode != 0  # killed: no checkpoint, nothing to resume
     assert not job.canResume
