@@ -53,7 +53,9 @@ class ProgressReporter:
     def _lose_output(self) -> None:
         self.output_lost = True
         try:  # so that the interpreter's last flush at exit does not fail on it again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.stream.fileno())
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
         except (OSError, ValueError, AttributeError):  # a stream without a file descriptor
             pass
 

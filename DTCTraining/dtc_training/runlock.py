@@ -1,8 +1,8 @@
 """One training per run folder. `dtc train` holds an operating-system lock on OUT/.dtc-train.lock while it
 runs, so that a second trainer in the same folder (a second `--resume`, or a panel reopened after a crash
-while the orphaned trainer still runs) is refused before it loads data or writes anything, instead of two processes
-overwriting each other's checkpoint. The system drops the lock when the process ends, however it ends, so a
-killed run leaves no stale lock behind."""
+while the orphaned trainer still runs) is refused before it loads data or writes anything, instead of two
+processes overwriting each other's checkpoint. The system drops the lock when the process ends, however it
+ends, so a killed run leaves no stale lock behind."""
 from __future__ import annotations
 
 import errno

@@ -1,7 +1,8 @@
-"""The DTC training loop: one readable loop over iteration-indexed batches, with checkpoints that
-make every run resumable and a graceful stop on SIGTERM/SIGINT or a STOP file. Under torchrun every rank
-runs this loop on its own share of each global batch (DistributedDataParallel, see `distributed`); rank 0
-alone writes progress, checkpoints and the model, and the ranks agree each iteration on whether to stop."""
+"""The DTC training loop: one readable loop over iteration-indexed batches, with checkpoints that make
+every run resumable and a graceful stop on SIGTERM/SIGINT/SIGHUP, a STOP file or a lost reader of its
+progress output. Under torchrun every rank runs this loop on its own share of each global batch
+(DistributedDataParallel, see `distributed`); rank 0 alone writes progress, checkpoints and the model, and
+the ranks agree each iteration on whether to stop."""
 from __future__ import annotations
 
 import os
@@ -74,9 +75,10 @@ def select_device(requested: str) -> torch.device:
 
 
 def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
-    # Ctrl+C, and SIGTERM sent to the whole process group (a scheduler, `kill -- -PGID`), reach the DataLoader
-    # workers too; a worker that died of it would end the run without its checkpoint. The main process
-    # alone stops; the workers end with the loader, or with their parent (DataLoader watches it).
+    # Ctrl+C, a closed terminal's SIGHUP, and SIGTERM sent to the whole process group (a scheduler,
+    # `kill -- -PGID`) reach the DataLoader workers too; a worker that died of it would end the run without
+    # its checkpoint. The main process alone stops; the workers end with the loader, or with their parent
+    # (DataLoader watches it).
     for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.SIG_IGN)
 
