@@ -63,8 +63,8 @@ def this_trainer(args) -> dict:
         proc = subprocess.run(
             [sys.executable, "-m", "dtc_training", "train", "--la-root", str(args.la_root), "-o", out,
              "--iterations", str(args.warmup + args.iterations), "--device", args.device, "--progress", "json",
-             "--workers", str(args.workers), "--checkpoint-every", "1000000", "--no-intensity-augmentation",
-             "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
+             "--workers", str(args.workers), "--checkpoint-every", "1000000", "--checkpoint-minutes", "0",
+             "--no-intensity-augmentation", "--no-spatial-augmentation", "--no-low-contrast-augmentation"],
             capture_output=True, text=True, check=True)
     records = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     stamps = [r["time"] for r in records if r["event"] == "progress"]

@@ -126,6 +126,10 @@ class TrainingLogic:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             outDir = self.workRoot / f"train-{stamp}"
         outDir = Path(outDir).resolve()  # the child runs in outDir: relative paths would point elsewhere
+        earlier = [name for name in (CHECKPOINT_FILE, MODEL_FILE) if (outDir / name).is_file()]
+        if earlier:  # exporting would replace its data under it
+            raise ValueError(f"{outDir}: holds a training run already ({', '.join(earlier)}); resume it or "
+                             "choose another folder")
         outDir.mkdir(parents=True, exist_ok=True)
         datalist = exportDataset(pairs, unlabeled, outDir / "data")
         return TrainingJob(outDir=outDir, datalist=datalist, params=params)

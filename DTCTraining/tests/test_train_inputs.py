@@ -171,6 +171,17 @@ def test_the_same_image_labeled_and_unlabeled(tmp_path):
     assert_refused(train(tmp_path, [a], [a["image"]]), "a.nrrd: listed both as labeled and as unlabeled")
 
 
+def test_a_new_run_into_a_folder_that_holds_one_needs_resume_or_overwrite(tmp_path):
+    good, out = case(tmp_path, "good"), tmp_path / "run"
+    assert train(tmp_path, [good], out=out, refused=False).returncode == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    assert_refused(train(tmp_path, [good], out=out), f"{out}: holds a training run already (checkpoint.pt, "
+                   "model.pt); add --resume to continue it, --overwrite to start again")
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert_refused(train(tmp_path, [good], out=out, extra=("--resume", "--overwrite")), "give one of them")
+    assert train(tmp_path, [good], out=out, extra=("--overwrite",), refused=False).returncode == 0
+
+
 def test_resume_without_checkpoint(tmp_path):
     proc = run_dtc("train", "--datalist", tmp_path / "x.json", "-o", tmp_path / "none", "--resume", check=False,
                    in_process=True)

@@ -215,6 +215,11 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     assert (saved["iterations"], saved["precision"], saved["recipe"]) == (3, "bf16", "paper")
     bad = _batch("train", "--labeled", f"{files[0][0]}", "-o", tmp_path / "run2")
     assert bad.returncode == 2 and "IMAGE:LABEL" in bad.stderr
+    # a new training into the run's folder (a forgotten --resume) is refused before its data is touched
+    datalist = (tmp_path / "run" / "data" / "datalist.json").read_text()
+    again = _batch("train", "--labeled", f"{files[0][0]}:{files[0][1]}", "-o", tmp_path / "run")
+    assert again.returncode == 2 and "holds a training run already (checkpoint.pt, model.pt)" in again.stderr
+    assert (tmp_path / "run" / "data" / "datalist.json").read_text() == datalist
 
 
 def test_model_store_renames_and_exports_models_that_load_elsewhere(tinyModel, tmp_path):

@@ -22,6 +22,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--holdout", type=int, default=0, help="LA: the last N cases are held out for validation")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.pt, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --output that holds one (its checkpoint and model are replaced)")
     p.add_argument("--progress", choices=["auto", "json", "bar"], default="auto",
                    help="JSON lines on stdout, or a bar (auto: bar on a terminal)")
     p.add_argument("--foreground-value", type=float, help="label value of the structure (default: any nonzero)")
@@ -109,8 +111,9 @@ def run(args) -> int:
     from ..distributed import env_rank
     from ..errors import InputError
     from ..files import check_writable_dir
+    from ..checkpoint import CHECKPOINT_NAME
     from ..runlock import hold_run_lock
-    from ..trainer import train
+    from ..trainer import MODEL_NAME, train
 
     cfg = _config(args)
     problems = []
@@ -119,6 +122,8 @@ def run(args) -> int:
             check()
         except InputError as e:
             problems += e.problems
+    if args.resume and args.overwrite:
+        problems.append("--resume continues the run in --output, --overwrite replaces it: give one of them")
     if args.holdout < 0 or not 0 <= args.val_fraction < 1:
         problems.append("--holdout must be >= 0 and --val-fraction in [0, 1)")
     if problems:
@@ -126,6 +131,10 @@ def run(args) -> int:
     out = check_writable_dir(args.output)
     # rank 0 holds the folder for all ranks of a torchrun job (they all write through it)
     with hold_run_lock(out) if env_rank() == 0 else contextlib.nullcontext():
+        earlier = [name for name in (CHECKPOINT_NAME, MODEL_NAME) if (out / name).is_file()]
+        if earlier and not (args.resume or args.overwrite):  # a forgotten --resume would overwrite it
+            raise InputError(f"{out}: holds a training run already ({', '.join(earlier)}); add --resume to "
+                             "continue it, --overwrite to start again in its place, or choose another folder")
         data = _load_data(args, cfg)
         small = [c["name"] for c in data.labeled + data.unlabeled
                  if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
