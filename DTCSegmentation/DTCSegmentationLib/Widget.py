@@ -65,7 +65,7 @@ class DTCPanel(VTKObservationMixin):
             self.models.refresh()
         finally:
             self._loading = False
-        if self.training.reopenUnfinished() is not None:  # the panel shows the run's parameters: Resume's
+        if self.training.reopenUnfinished() is not None:  # show the run's own parameters, which Resume passes on
             state = self.logic.state()
             state.training = self.training.job.params
             self.logic.saveState(state)
