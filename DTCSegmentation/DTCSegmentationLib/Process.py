@@ -218,7 +218,8 @@ _FAILURES = [
      "supports it (PyTorch module: Install with a newer backend), or choose the CPU device."),
     (re.compile(r"No space left on device|Disk quota exceeded", re.I),
      "The disk is full. Nothing was left half-written: a training's last checkpoint is intact and Resume "
-     "continues it once there is space (finished runs in the work folder, ~/.dtcsegmentation/runs by default, may go)."),
+     "continues it once there is space (finished runs in the work folder, ~/.dtcsegmentation/runs by default, "
+     "may go)."),
     (re.compile(r"Torch not compiled with CUDA|CUDA is not available|No CUDA GPUs are available", re.I),
      "A CUDA device was requested but this PyTorch cannot use a GPU. Choose 'auto' or 'cpu', or install a "
      "CUDA build of PyTorch."),

@@ -132,7 +132,10 @@ def test_a_run_whose_slicer_crashed_stops_itself_with_a_checkpoint_and_is_offere
         time.sleep(0.2)
     again = TrainingLogic(workRoot=tmp_path).reopenLatest()
     assert again is not None and again.outDir == job.outDir
-    assert again.monitor.stoppedAt == again.monitor.checkpointIteration > 0  # saved where it stopped
+    import torch
+
+    stoppedAt = again.monitor.stoppedAt  # from the "stopped" event: a stop, not a crash
+    assert stoppedAt and torch.load(job.outDir / "checkpoint.pt", weights_only=True)["iteration"] == stoppedAt
     assert "output closed" in (job.outDir / "progress.jsonl").read_text()
 
 
@@ -276,7 +279,8 @@ def test_validation_lists_every_problem(phantomScene, scene):
     assert any("another geometry" in n and "case1-seg" in n for n in report.notes)
     # bf16 where training may run on the CPU is allowed, with a warning about CPUs that emulate it
     for device, warned in (("cpu", True), ("auto", True), ("cuda:0", False)):
-        report = checkTrainingInputs([LabeledPair(volume, seg)], [], TrainingParameters(precision="bf16", device=device))
+        params = TrainingParameters(precision="bf16", device=device)
+        report = checkTrainingInputs([LabeledPair(volume, seg)], [], params)
         assert report.ok and any("bf16 on the CPU" in n for n in report.notes) == warned, (device, report.notes)
     assert not any("bf16" in n for n in checkTrainingInputs([LabeledPair(volume, seg)], [], TrainingParameters()).notes)
     # a labelmap under a transform would be exported without it, misaligned with its volume
