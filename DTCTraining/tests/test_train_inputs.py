@@ -139,6 +139,16 @@ def test_empty_label_and_small_volumes_are_allowed_with_warnings(tmp_path):
     assert events(proc.stdout, "done")
 
 
+def test_a_patch_and_batch_too_small_for_batch_norm_are_refused(tmp_path):
+    # a 16-voxel patch is one voxel at the deepest level: one item per batch gives batch norm one value
+    proc = train(tmp_path, [case(tmp_path, "a")], extra=["--patch", 16, 16, 16, "--labeled-batch", 1])
+    assert_refused(proc, "--patch 16 16 16 with 1 item per batch (1 labeled, no unlabeled)")
+    unlabeled = [case(tmp_path, "u")["image"]]
+    trains = train(tmp_path, [case(tmp_path, "a")], unlabeled, extra=["--patch", 16, 16, 16, "--labeled-batch", 1,
+                                                                        "--unlabeled-batch", 1], refused=False)
+    assert trains.returncode == 0 and events(trains.stdout, "done"), trains.stderr  # two items: it trains
+
+
 def test_label_values_0_255_are_binarised(tmp_path):
     label = np.zeros((20, 36, 36), np.uint8)
     label[5:15, 10:25, 10:25] = 255

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..config import LR_SCHEDULES, RECIPES
@@ -103,6 +104,19 @@ def _load_data(args, cfg):
     return split_validation(data, args.val_fraction)
 
 
+def _check_batch_norm_has_values(cfg, data) -> None:
+    """Batch norm in training needs two values per channel; at the network's deepest level (the patch / 16)
+    a 16x16x16 patch has one voxel, so one item per batch there fails at the first step."""
+    from ..errors import InputError
+
+    items = cfg.labeled_batch + (cfg.unlabeled_batch if data.unlabeled else 0)  # per process
+    if items * math.prod(s // 16 for s in cfg.patch_size) < 2:
+        patch = " ".join(map(str, cfg.patch_size))
+        raise InputError(f"--patch {patch} with {items} item per batch ({cfg.labeled_batch} labeled, "
+                         f"{cfg.unlabeled_batch if data.unlabeled else 'no'} unlabeled): batch norm at the "
+                         "network's deepest level would see one value per channel; use a larger patch or batch")
+
+
 def run(args) -> int:
     import contextlib
     import warnings
@@ -136,6 +150,7 @@ def run(args) -> int:
             raise InputError(f"{out}: holds a training run already ({', '.join(earlier)}); add --resume to "
                              "continue it, --overwrite to start again in its place, or choose another folder")
         data = _load_data(args, cfg)
+        _check_batch_norm_has_values(cfg, data)
         small = [c["name"] for c in data.labeled + data.unlabeled
                  if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
         if small:
