@@ -84,6 +84,7 @@ class TrainingJob:
     returnCode: Optional[int] = None
     message: str = ""
     stopDeadline: Optional[float] = None
+    endedAfterGrace: bool = False  # it did not stop by itself in time, and the logic ended it
 
     @property
     def finished(self) -> bool:
@@ -185,7 +186,7 @@ class TrainingLogic:
 
     def launch(self, job: TrainingJob, resume: bool) -> TrainingJob:
         (job.outDir / "STOP").unlink(missing_ok=True)
-        job.state, job.returnCode, job.message, job.stopDeadline = "running", None, "", None
+        job.state, job.returnCode, job.message, job.stopDeadline, job.endedAfterGrace = "running", None, "", None, False
         job.monitor.feed(("Resuming" if resume else "Starting") + f" training in {job.outDir}")
         # the run folder keeps what it last ran with (a resume may change iterations, device, precision)
         _writeAtomically(job.outDir / PARAMETERS_FILE, dumpParameters(job.params))
@@ -217,9 +218,14 @@ class TrainingLogic:
         if job.process is None or job.finished:
             return []
         events = [e for e in (job.monitor.feed(line) for line in job.process.readLines()) if e]
+        if job.state == "stopping" and any(e["event"] == "start" for e in events):
+            # stopped while it was starting: the trainer clears the STOP file it finds at its start (an old
+            # run's), and is watching for one once it says "start", so ask again
+            (job.outDir / "STOP").touch()
         code = job.process.poll()
         if code is None and job.stopDeadline is not None and time.monotonic() > job.stopDeadline:
             job.monitor.log.append("The process did not stop in time; ending it.")
+            job.endedAfterGrace = True
             job.process.killTree()
             code = job.process.poll()
             if code is None:
@@ -235,23 +241,35 @@ class TrainingLogic:
         (job.outDir / "STOP").unlink(missing_ok=True)
         if code == EXIT_OK and job.modelPath.is_file():
             job.state, job.message = "done", f"Training finished: {job.modelPath}"
-        elif code == EXIT_INTERRUPTED or (job.state == "stopping" and (job.outDir / CHECKPOINT_FILE).is_file()):
+        elif code == EXIT_INTERRUPTED:
             job.state = "stopped"
             job.message = (f"Stopped at iteration {job.monitor.stoppedAt or job.monitor.iteration}; "
                            "the checkpoint is saved, Resume continues.")
+        elif job.endedAfterGrace:  # what a resume has is its last checkpoint
+            job.state = "stopped"
+            saved = job.monitor.checkpointIteration
+            job.message = "Ended before it could stop by itself; " + (
+                "no checkpoint was saved, so there is nothing to resume." if not job.canResume else
+                f"Resume continues from the checkpoint at iteration {saved}." if saved else
+                "Resume continues from its last checkpoint.")
         else:
             job.state = "failed"
             job.message = explainFailure(code, job.monitor.log)
 
-    def wait(self, job: TrainingJob, timeout: Optional[float] = None, onEvent=None) -> TrainingJob:
-        """Block until the job ends (headless use)."""
-        start = time.monotonic()
+    def wait(self, job: TrainingJob, timeout: Optional[float] = None, onEvent=None,
+             grace: float = STOP_GRACE_S) -> TrainingJob:
+        """Block until the job ends (headless use). A job still running after `timeout` seconds is stopped as
+        Stop does (a checkpoint, so that it can be resumed; ended after `grace` seconds), then TimeoutError."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timedOut = False
         while not job.finished:
             for event in self.poll(job):
                 if onEvent:
                     onEvent(event)
-            if timeout is not None and time.monotonic() - start > timeout:
-                job.process.killTree()
-                raise TimeoutError(f"training did not finish within {timeout} s")
+            if deadline is not None and time.monotonic() > deadline and not timedOut:
+                timedOut = True
+                self.stop(job, grace)
             time.sleep(0.1)
+        if timedOut and job.state != "done":
+            raise TimeoutError(f"training did not finish within {timeout:g} s; {job.message}")
         return job

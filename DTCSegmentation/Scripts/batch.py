@@ -3,7 +3,8 @@
     Slicer --no-main-window --python-script DTCSegmentation/Scripts/batch.py -- segment --model M -o OUT IN...
     python DTCSegmentation/Scripts/batch.py segment --model M -o OUT IN...        (plain Python + slicer-core)
 
-  segment  --model NAME|FILE -o OUTDIR [--mode fast|official] [--device D] [--tta N] [--no-largest-component] INPUT...
+  segment  --model NAME|FILE -o OUTDIR [--mode fast|official] [--window-size patch|volume] [--precision P]
+           [--device D] [--memory-gb G] [--tta N] [--no-largest-component] [--timeout S] INPUT...
            writes OUTDIR/<input name>.seg.nrrd (one "Left atrium" segment on the input's geometry) per input
   train    --labeled IMAGE:LABEL [...] [--unlabeled IMAGE ...] -o OUTDIR [--iterations N] [--patch X Y Z]
            [--n-filters N] [--device D] [--store-name NAME] ...
@@ -66,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     for option, field, kind in TRAINING_OPTIONS:
         t.add_argument(option, dest=field, type=kind, nargs=3 if field == "patchSize" else None,
                        choices=choices.get(field), help=f"default {getattr(d, field)}")
-    t.add_argument("--timeout", type=float, default=None)
+    t.add_argument("--timeout", type=float, default=None,
+                   help="seconds; then the run stops with a checkpoint (exit 3) and --resume continues it")
     return p
 
 
@@ -173,7 +175,7 @@ def _train(args) -> int:
         logic.wait(job)
     except TimeoutError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 3 if job.state == "stopped" else 1
     if job.state == "stopped":
         print(job.message, file=sys.stderr)
         return 3

@@ -169,10 +169,10 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     if world.is_main:
         atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "ranks": world.size,
                           "dtc_training_version": __version__}, out_dir / "train_config.json")
+    stop = StopRequest(out_dir / STOP_FILE, progress)  # before "start": from then on a STOP file counts
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
-    stop = StopRequest(out_dir / STOP_FILE, progress)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
     saved = {"iteration": start, "time": time.monotonic()}

@@ -189,13 +189,19 @@ def test_batch_script_segments_every_input_into_seg_nrrd(scene, tinyModel, tmp_p
     assert clash.returncode == 2 and "scan.v0.seg.nrrd" in clash.stderr and not (tmp_path / "out2").exists()
 
 
-def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
+def _trainingFiles(scene, folder) -> list[tuple]:
+    """Three oblique phantom volumes with their labelmaps, written as NRRD: (volume, label) paths."""
     files = []
     for i in range(3):
         image, label = phantom(i)
-        v = SceneIO.writeVolume(addVolume(scene, image, f"v{i}", obliqueMatrix()), tmp_path / f"v{i}.nrrd")
-        l = SceneIO.writeVolume(addVolume(scene, label, f"l{i}", obliqueMatrix(), labelmap=True), tmp_path / f"l{i}.nrrd")
+        v = SceneIO.writeVolume(addVolume(scene, image, f"v{i}", obliqueMatrix()), folder / f"v{i}.nrrd")
+        l = SceneIO.writeVolume(addVolume(scene, label, f"l{i}", obliqueMatrix(), labelmap=True), folder / f"l{i}.nrrd")
         files.append((v, l))
+    return files
+
+
+def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
+    files = _trainingFiles(scene, tmp_path)
     run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
                  "-o", "run", "--iterations", 2, "--patch", 16, 16, 16, "--n-filters", 4,  # -o relative to cwd
                  "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0.5,
@@ -271,3 +277,17 @@ def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinishe
     names = iter(["la-2", "la-3"])
     monkeypatch.setattr(ModelStore, "uniqueName", lambda self, base: next(names))
     assert store.importModel(tinyModel, "la").name == "la-3"
+
+
+def test_batch_training_past_its_timeout_stops_with_a_checkpoint_that_resume_continues(scene, tmp_path):
+    files = _trainingFiles(scene, tmp_path)
+    run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
+                 "-o", tmp_path / "run", "--iterations", 100000, "--patch", 16, 16, 16, "--n-filters", 4, "--labeled-batch", 1,
+                 "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0, "--timeout", 1)
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert "did not finish within 1 s; Stopped at iteration" in run.stderr
+    import torch
+
+    saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["iteration"]
+    resumed = _batch("train", "--resume", "-o", tmp_path / "run", "--iterations", saved + 2)
+    assert resumed.returncode == 0 and (tmp_path / "run" / "model.pt").is_file(), resumed.stdout + resumed.stderr

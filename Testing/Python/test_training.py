@@ -70,6 +70,20 @@ def test_training_reports_progress_stops_with_checkpoint_resumes_and_finishes(ph
     assert store.list() == []
 
 
+def test_a_stop_asked_before_the_trainer_has_started_stops_it_at_its_first_iteration(phantomScene, tmp_path):
+    # A Stop clicked while the child still imports torch and reads the data: the trainer clears a STOP file
+    # it finds at its start (an old run's), so the logic must ask again once the trainer has started.
+    pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
+    logic = TrainingLogic(workRoot=tmp_path)
+    job = logic.start(pairs, phantomScene["unlabeled"], TrainingParameters(iterations=100000, **TINY))
+    logic.stop(job, grace=60)
+    started = time.monotonic()
+    logic.wait(job)
+    assert job.state == "stopped" and job.returnCode == 3, job.message + job.logTail()
+    assert time.monotonic() - started < 50  # stopped by its STOP file, not ended after the grace
+    assert job.monitor.stoppedAt == 1 and (job.outDir / "checkpoint.pt").is_file()
+
+
 def test_a_run_killed_mid_training_is_found_reopened_with_its_history_and_resumed(phantomScene, tmp_path):
     pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"]]
     logic = TrainingLogic(workRoot=tmp_path)
@@ -199,8 +213,8 @@ def test_hanging_child_is_ended_after_the_grace_period(phantomScene, tmp_path):
     logic.stop(job)  # the user's Stop: two minutes of grace
     logic.stop(job, grace=1.0)  # then Slicer closes: a second stop shortens it
     logic.wait(job, timeout=30)
-    assert job.state == "failed" and job.returnCode != 0  # killed: no checkpoint, nothing to resume
-    assert not job.canResume
+    assert job.state == "stopped" and job.returnCode != 0  # ended as asked, but with no checkpoint
+    assert not job.canResume and "before it could stop by itself; no checkpoint was saved" in job.message
 
 
 def _running(pid: int) -> bool:
