@@ -2,6 +2,7 @@
 them in the Train button's tooltip); notes describe what will be done about harmless differences."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from .Parameters import LabeledPair, TrainingParameters
@@ -94,6 +95,11 @@ def checkTrainingInputs(pairs: list[LabeledPair], unlabeled: list, params: Train
                                    "uncheck it in the unlabeled list")
     if params is not None:
         report.problems += params.problems()
+        items = params.labeledBatch + (params.unlabeledBatch if unlabeled else 0)
+        if not any("patch size" in p for p in report.problems) and items * math.prod(
+                int(p) // 16 for p in params.patchSize) < 2:  # dtc train would refuse it; say so before Train
+            report.problems.append(f"patch size {tuple(params.patchSize)} with one item per batch leaves batch norm "
+                                   "one value per channel at the network's deepest level: use a larger patch or batch")
         if params.precision == "bf16" and not str(params.device).startswith("cuda"):
             report.notes.append("bf16 on the CPU is fast only where the CPU has bf16 instructions (Check reports "
                                 "\"bf16: native\"); elsewhere it is emulated and many times slower than fp32")

@@ -27,6 +27,7 @@ from DTCSegmentationLib.Validation import checkTrainingInputs
 
 TINY = dict(labeledBatch=1, unlabeledBatch=1, patchSize=(16, 16, 16), nFilters=4, device="cpu",
             valFraction=0.34, valEvery=2, checkpointEvery=50, workers=0)
+TINY_SUPERVISED = {**TINY, "labeledBatch": 2}  # no unlabeled volume: two labeled items, as batch norm needs here
 
 
 def test_training_reports_progress_stops_with_checkpoint_resumes_and_finishes(phantomScene, tmp_path):
@@ -197,7 +198,7 @@ def _factory(code):
 def test_crashing_child_is_reported_and_garbage_ignored(phantomScene, tmp_path):
     pairs = [LabeledPair(v, l) for v, l in phantomScene["labeled"][:1]]
     logic = TrainingLogic(processFactory=_factory(CRASH), workRoot=tmp_path)
-    job = logic.wait(logic.start(pairs, [], TrainingParameters(**TINY)), timeout=60)
+    job = logic.wait(logic.start(pairs, [], TrainingParameters(**TINY_SUPERVISED)), timeout=60)
     assert job.state == "failed" and job.returnCode == 1
     assert "GPU ran out of memory" in job.message
     assert job.monitor.iteration == 1 and job.monitor.ignored >= 3
@@ -209,7 +210,7 @@ def test_hanging_child_is_ended_after_the_grace_period(phantomScene, tmp_path):
     hang = "import time, subprocess, sys\nsubprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n" \
            "print('{\"event\": \"start\", \"total\": 5}', flush=True)\ntime.sleep(600)"
     logic = TrainingLogic(processFactory=_factory(hang), workRoot=tmp_path)
-    job = logic.start(pairs, [], TrainingParameters(**TINY))
+    job = logic.start(pairs, [], TrainingParameters(**TINY_SUPERVISED))
     logic.stop(job)  # the user's Stop: two minutes of grace
     logic.stop(job, grace=1.0)  # then Slicer closes: a second stop shortens it
     logic.wait(job, timeout=30)
@@ -297,6 +298,10 @@ def test_validation_lists_every_problem(phantomScene, scene):
         report = checkTrainingInputs([LabeledPair(volume, seg)], [], params)
         assert report.ok and any("bf16 on the CPU" in n for n in report.notes) == warned, (device, report.notes)
     assert not any("bf16" in n for n in checkTrainingInputs([LabeledPair(volume, seg)], [], TrainingParameters()).notes)
+    # a 16-voxel patch with one item per batch: batch norm would get one value (with an unlabeled item, two)
+    tiny = TrainingParameters(patchSize=(16, 16, 16), labeledBatch=1, unlabeledBatch=1)
+    assert "one value per channel" in checkTrainingInputs([LabeledPair(volume, seg)], [], tiny).tooltip()
+    assert checkTrainingInputs([LabeledPair(volume, seg)], [phantomScene["unlabeled"][0]], tiny).ok
     # a labelmap under a transform would be exported without it, misaligned with its volume
     labelmapVolume, labelmap = phantomScene["labeled"][2]
     labelmap.SetAndObserveTransformNodeID(scene.AddNewNodeByClass("vtkMRMLLinearTransformNode").GetID())
