@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
 
 # Exit codes, documented in the README.
 EXIT_OK = 0
@@ -55,7 +58,8 @@ def run_command(args: argparse.Namespace) -> int:
     from .files import DISK_FULL
 
     try:
-        return args.run(args)
+        with _warnings_as_messages(args.command):
+            return args.run(args)
     except InputError as e:
         print(f"dtc {args.command}: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -66,6 +70,25 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"dtc {args.command}: error: {e.filename}: {e.strerror}. Nothing was left half-written: the file "
               f"there before is intact. Free some space and {again}.", file=sys.stderr)
         return EXIT_ERROR
+
+
+@contextmanager
+def _warnings_as_messages(command: str):
+    """This package's warnings read like its errors ("dtc train: warning: ..."), without a source line that
+    means nothing to a user; other libraries' warnings keep Python's format, which says where they arise."""
+    default = warnings.formatwarning
+    package = Path(__file__).resolve().parent
+
+    def format_warning(message, category, filename, lineno, line=None):
+        if Path(filename).resolve().is_relative_to(package):
+            return f"dtc {command}: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = format_warning
+    try:
+        yield
+    finally:
+        warnings.formatwarning = default
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     start = 0
     if state is not None:
+        _warn_if_other_data(state["data"], data.summary())
         model.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -259,6 +260,16 @@ def _agree(world: World, terms: dict, reason: str | None) -> tuple[dict, str | N
     values = world.sum([terms[k] for k in names] + [float(reason == r) for r in STOP_REASONS])
     reasons = [r for r, n in zip(STOP_REASONS, values[len(names):]) if n]
     return {k: v / world.size for k, v in zip(names, values)}, (reason or (reasons[0] if reasons else None))
+
+
+def _warn_if_other_data(trained_on: dict, now: dict) -> None:
+    """A resume on other data (another datalist given by mistake, or cases added) is allowed, but its
+    batches are no longer those of an uninterrupted run: say so."""
+    groups = ("labeled", "unlabeled", "validation")
+    if any(trained_on.get(group) != now[group] for group in groups):
+        before, after = (", ".join(f"{d.get(group)} {group}" for group in groups) for d in (trained_on, now))
+        warnings.warn(f"resuming on other data than the checkpoint was trained on ({before}; now {after}): "
+                      "the run goes on, but not as an uninterrupted run on either would")
 
 
 def _validate(model, data, cfg, world: World, progress, iteration) -> float:

@@ -58,6 +58,17 @@ def test_poly_decay_resumed_with_more_iterations_decays_over_the_new_total(phant
                       "--progress", "json")
     lr = {e["iteration"]: e["lr"] for e in events(resumed.stdout, "progress")}  # the lr of step t - 1
     assert lr == pytest.approx({3: 0.01 * (1 - 2 / 4) ** 0.9, 4: 0.01 * (1 - 3 / 4) ** 0.9})
+    assert "other data" not in resumed.stderr  # the same data
+    # resumed with another datalist (here: without the unlabeled cases), it goes on with a warning
+    other = json.loads(phantoms.read_text())
+    other["unlabeled"] = []
+    for entry in other["labeled"] + other["validation"]:
+        entry.update({k: str(phantoms.parent / v) for k, v in entry.items()})
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    again = run_dtc("train", "--datalist", tmp_path / "other.json", "-o", tmp_path, "--resume", "--iterations", 5)
+    assert ("dtc train: warning: resuming on other data than the checkpoint was trained on (3 labeled, "
+            "3 unlabeled, 2 validation; now 3 labeled, 0 unlabeled, 2 validation)") in again.stderr
+    assert "warnings.warn(" not in again.stderr  # a message, not Python's file, line and source
 
 
 def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path):
