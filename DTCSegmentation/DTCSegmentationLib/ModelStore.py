@@ -89,7 +89,7 @@ class ModelStore:
             if folder.name.startswith(".") or not (folder / "model.pt").is_file():
                 continue  # an import in progress (or cut short) or something else
             try:
-                out.append(ModelInfo(folder.name, folder, json.loads(meta.read_text())))
+                out.append(ModelInfo(folder.name, folder, json.loads(meta.read_text(encoding="utf-8"))))
             except (OSError, ValueError):  # no metadata, or deleted while listing
                 continue
         return out
@@ -123,7 +123,7 @@ class ModelStore:
                 metadata = {**metadata, **(extra or {}), "store": {
                     "name": name, "source": str(path.resolve()),
                     "added": datetime.datetime.now().isoformat(timespec="seconds")}}
-                (staging / "metadata.json").write_text(json.dumps(metadata, indent=2))
+                (staging / "metadata.json").write_text(json.dumps(metadata, indent=2), encoding="utf-8")
                 try:
                     os.rename(staging, self.root / name)
                     return ModelInfo(name, self.root / name, metadata)
@@ -143,7 +143,8 @@ class ModelStore:
             raise ModelStoreError(f"a model named {newName!r} is already in {self.root}")
         os.rename(info.folder, target)  # listed under one name or the other, never neither
         metadata = {**info.metadata, "store": {**info.metadata.get("store", {}), "name": newName}}
-        _replaceAtomically(target / "metadata.json", lambda tmp: tmp.write_text(json.dumps(metadata, indent=2)))
+        _replaceAtomically(target / "metadata.json",
+                           lambda tmp: tmp.write_text(json.dumps(metadata, indent=2), encoding="utf-8"))
         return ModelInfo(newName, target, metadata)
 
     def export(self, name: str, destination: str | os.PathLike) -> Path:

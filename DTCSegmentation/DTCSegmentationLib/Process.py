@@ -175,7 +175,7 @@ def pythonExecutable() -> str:
 
 def backendEnvironment(extra: Optional[dict] = None) -> dict:
     """Environment for a child running `-m dtc_training`: the folder holding the bundled (or installed)
-    `dtc_training` package goes first on PYTHONPATH; output is unbuffered so progress arrives live."""
+    `dtc_training` package goes first on PYTHONPATH; output is unbuffered so progress arrives live, in UTF-8."""
     env = dict(os.environ)
     try:
         import importlib.util
@@ -187,6 +187,7 @@ def backendEnvironment(extra: Optional[dict] = None) -> dict:
         root = os.path.dirname(os.path.dirname(spec.origin))
         env["PYTHONPATH"] = os.pathsep.join([root] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONIOENCODING"] = "utf-8"  # what ChildProcess decodes; Windows pipes would get the ANSI code page
     env.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
     env.update(extra or {})
     return env

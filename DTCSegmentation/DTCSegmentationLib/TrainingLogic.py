@@ -143,11 +143,11 @@ class TrainingLogic:
         saved = outDir / PARAMETERS_FILE
         if not saved.is_file():
             raise ValueError(f"{outDir}: not a training run of this module (no {PARAMETERS_FILE})")
-        params = loadParameters(TrainingParameters, saved.read_text())
+        params = loadParameters(TrainingParameters, saved.read_text(encoding="utf-8"))
         job = TrainingJob(outDir, outDir / "data" / "datalist.json", params, state="stopped")
         history = outDir / PROGRESS_FILE
         if history.is_file():
-            for line in history.read_text(errors="replace").splitlines():
+            for line in history.read_text(encoding="utf-8", errors="replace").splitlines():
                 job.monitor.feed(line)
         done = job.monitor.checkpointIteration
         job.message = (f"Unfinished training from an earlier session in {outDir}"

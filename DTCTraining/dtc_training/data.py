@@ -48,7 +48,7 @@ def read_datalist(path: str | Path) -> dict[str, list[dict]]:
     """{"labeled", "unlabeled", "validation"} lists of file entries, paths resolved against the file's folder."""
     path = Path(path)
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))  # JSON is UTF-8; Notepad adds a BOM
     except FileNotFoundError:
         raise InputError(f"{path}: datalist not found") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

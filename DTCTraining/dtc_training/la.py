@@ -30,7 +30,7 @@ def read_case_list(root: str | Path, name: str = "train.list") -> list[str]:
     if not path.is_file():
         raise InputError(f"{path}: case list not found (the UA-MT layout keeps {name} beside the "
                          f"'{CASES_FOLDER}' folder)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
 
 
 def read_case(root: str | Path, case_id: str) -> tuple[np.ndarray, np.ndarray]:

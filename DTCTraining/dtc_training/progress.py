@@ -18,7 +18,7 @@ def _open_log(path: Path):
         if data and not data.endswith(b"\n"):
             with open(path, "r+b") as f:
                 f.truncate(data.rfind(b"\n") + 1)
-    return open(path, "a")
+    return open(path, "a", encoding="utf-8")
 
 
 class ProgressReporter:

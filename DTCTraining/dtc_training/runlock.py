@@ -53,7 +53,7 @@ def _owner(handle) -> str:
 def hold_run_lock(folder: str | os.PathLike) -> Iterator[None]:
     """Hold `folder`'s training lock for the duration of the block; an InputError naming the folder and
     the owner if another process holds it."""
-    with open(Path(folder) / LOCK_NAME, "a+") as handle:
+    with open(Path(folder) / LOCK_NAME, "a+", encoding="utf-8") as handle:
         if not _try_lock(handle):
             raise InputError(f"{folder}: another training is running in this folder ({_owner(handle)}); "
                              "stop it first, or train into another folder")
@@ -70,7 +70,7 @@ def running_owner(folder: str | os.PathLike) -> Optional[str]:
     if not path.is_file():
         return None
     try:
-        handle = open(path, "a+")
+        handle = open(path, "a+", encoding="utf-8")
     except OSError as e:  # cannot tell: better taken for running than offered to a second trainer
         return f"unknown: {e.strerror or e}"
     with handle:

@@ -37,12 +37,12 @@ def test_the_pattern_reads_options_after_the_command_across_continued_lines():
 def test_every_documented_option_exists():
     known = {command: options_of(command) for command in COMMANDS}
     unknown = [f"{doc.relative_to(REPO)}: dtc {command} has no {option} (in: {line.strip()[:100]})"
-               for doc in DOCS for command, option, line in documented_options(doc.read_text())
+               for doc in DOCS for command, option, line in documented_options(doc.read_text(encoding="utf-8"))
                if option not in known[command]]
     assert not unknown, "\n".join(unknown)
 
 
 @pytest.mark.skipif(not (REPO / "README.md").is_file(), reason="the repository's README is not beside this package")
 def test_the_readme_shows_every_command():
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert [c for c in COMMANDS if f"dtc {c}" not in readme] == []

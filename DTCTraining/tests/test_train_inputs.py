@@ -1,5 +1,6 @@
 """Every bad input to `dtc train` is reported before training starts, naming the file and the problem."""
 import json
+import locale
 import os
 from pathlib import Path
 
@@ -147,6 +148,22 @@ def test_a_patch_and_batch_too_small_for_batch_norm_are_refused(tmp_path):
     trains = train(tmp_path, [case(tmp_path, "a")], unlabeled, extra=["--patch", 16, 16, 16, "--labeled-batch", 1,
                                                                         "--unlabeled-batch", 1], refused=False)
     assert trains.returncode == 0 and events(trains.stdout, "done"), trains.stderr  # two items: it trains
+
+
+def test_a_utf8_datalist_with_a_bom_and_accented_names_is_read_in_an_ascii_locale(tmp_path):
+    folder = tmp_path / "Müller"
+    folder.mkdir()
+    entry = {key: f"Müller/{name}" for key, name in case(folder, "vorhof_ä").items()}
+    datalist = tmp_path / "datalist.json"  # as Windows Notepad saves it: UTF-8 with a byte-order mark
+    datalist.write_bytes(b"\xef\xbb\xbf" + json.dumps({"labeled": [entry]}, ensure_ascii=False).encode("utf-8"))
+    previous = locale.setlocale(locale.LC_CTYPE)
+    locale.setlocale(locale.LC_CTYPE, "C")  # as GDCM's DICOM writer leaves a process (Slicer's, say)
+    try:
+        assert locale.getpreferredencoding(False) != "UTF-8"  # so a default text read would be ASCII
+        data = load_files(read_datalist(datalist), None, None, str(datalist))
+    finally:
+        locale.setlocale(locale.LC_CTYPE, previous)
+    assert [c["name"] for c in data.labeled] == ["vorhof_ä.nrrd"] and data.labeled[0]["label"].any()
 
 
 def test_label_values_0_255_are_binarised(tmp_path):

@@ -87,4 +87,4 @@ def _case_ids(root: Path, cases: str) -> list[str]:
     bare = path.name == cases
     if (bare and (layout_root(root) / cases).is_file()) or not path.is_file():
         return read_case_list(root, cases)
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
