@@ -141,7 +141,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
     start = 0
     if state is not None:
-        _warn_if_other_data(state["data"], data.summary())
+        if world.is_main:
+            _warn_if_other_data(state["data"], data.summary())
         model.load_state_dict(state["model"])
         if ema is not None:
             ema.load_state_dict(state["ema"])

@@ -282,8 +282,8 @@ def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinishe
 def test_batch_training_past_its_timeout_stops_with_a_checkpoint_that_resume_continues(scene, tmp_path):
     files = _trainingFiles(scene, tmp_path)
     run = _batch("train", "--labeled", *[f"{v}:{l}" for v, l in files[:2]], "--unlabeled", files[2][0],
-                 "-o", tmp_path / "run", "--iterations", 100000, "--patch", 16, 16, 16, "--n-filters", 4, "--labeled-batch", 1,
-                 "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0, "--timeout", 1)
+                 "-o", tmp_path / "run", "--iterations", 100000, "--patch", 16, 16, 16, "--n-filters", 4,
+                 "--labeled-batch", 1, "--unlabeled-batch", 1, "--device", "cpu", "--val-fraction", 0, "--timeout", 1)
     assert run.returncode == 3, run.stdout + run.stderr
     assert "did not finish within 1 s; Stopped at iteration" in run.stderr
     import torch
