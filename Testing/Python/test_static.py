@@ -1,8 +1,10 @@
-"""Static checks that need no Slicer: packaging lists, .ui names used by the widget, the extension
+"""Static checks that need no Slicer: packaging lists, .ui names used by the widget, the batch script's documented options, the extension
 description, the logic's import-time dependencies, and the offscreen rendering of the panel."""
 from __future__ import annotations
 
+import argparse
 import ast
+import importlib.util
 import json
 import re
 import subprocess
@@ -194,6 +196,19 @@ def test_icon_is_128_pixels():
 
     for path in (REPO / "Resources" / "Icons" / "DTCSegmentation.png", MODULE_DIR / "Resources" / "Icons" / "DTCSegmentation.png"):
         assert Image.open(path).size == (128, 128)
+
+
+def test_every_batch_script_option_is_documented():
+    spec = importlib.util.spec_from_file_location("batch", MODULE_DIR / "Scripts" / "batch.py")
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    commands = next(a for a in batch._parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    docs = (REPO / "docs" / "slicer.md").read_text(encoding="utf-8")
+    missing = [f"batch.py {name} {option}" for name, parser in commands.items()
+               for action in parser._actions for option in action.option_strings
+               if option.startswith("--") and option != "--help"
+               and not re.search(rf"(?<![\w-]){option}(?![\w-])", docs)]
+    assert missing == [], "options docs/slicer.md does not name"
 
 
 def test_only_the_panel_files_import_qt():
