@@ -1,5 +1,6 @@
-"""Static checks that need no Slicer: packaging lists, .ui names used by the widget, the batch script's documented options, the extension
-description, the logic's import-time dependencies, and the offscreen rendering of the panel."""
+"""Static checks that need no Slicer: packaging lists, .ui names used by the widget, the batch script's
+documented options, the extension description, the logic's import-time dependencies, and the offscreen
+rendering of the panel."""
 from __future__ import annotations
 
 import argparse
