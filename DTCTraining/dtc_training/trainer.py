@@ -6,7 +6,6 @@ the ranks agree each iteration on whether to stop."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 import warnings
@@ -32,39 +31,10 @@ from .model import DualTaskVNet
 from .model_io import save_model
 from .progress import ProgressReporter
 from .sampling import IterationBatches, batch_levelsets
+from .stopping import STOP_FILE, STOP_REASONS, StopRequest, leave_stopping_to_the_main_process
 from .validation import validation_dice
 
 MODEL_NAME = "model.pt"
-STOP_FILE = "STOP"  # creating it asks a running training to checkpoint and exit (works on every OS)
-OUTPUT_CLOSED = "output closed"  # stdout's reader went away: the GUI that started the run crashed
-STOP_REASONS = (STOP_FILE, "SIGTERM", "SIGINT", "SIGHUP", OUTPUT_CLOSED)
-# SIGHUP: the terminal closed (an SSH session ended without nohup or tmux); not on Windows
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGHUP") if hasattr(signal, name))
-
-
-class StopRequest:
-    """Turns SIGTERM/SIGINT/SIGHUP, the STOP file and a progress output that nobody reads any more into a
-    flag the loop checks between iterations."""
-
-    def __init__(self, stop_file: Path, progress: ProgressReporter):
-        self.stop_file, self.progress, self.signal = stop_file, progress, None
-        stop_file.unlink(missing_ok=True)
-        self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
-
-    def _handle(self, signum, frame):
-        self.signal = signal.Signals(signum).name
-
-    @property
-    def requested(self) -> str | None:
-        if self.signal:
-            return self.signal
-        if self.stop_file.exists():
-            return STOP_FILE
-        return OUTPUT_CLOSED if self.progress.output_lost else None
-
-    def restore(self) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
 
 
 def select_device(requested: str) -> torch.device:
@@ -72,15 +42,6 @@ def select_device(requested: str) -> torch.device:
     if requested == "auto" and device.type == "cpu":
         warnings.warn("CUDA is not available: training on the CPU, which is far slower than a GPU")
     return device
-
-
-def _leave_stopping_to_the_main_process(_worker_id: int) -> None:
-    # Ctrl+C, a closed terminal's SIGHUP, and SIGTERM sent to the whole process group (a scheduler,
-    # `kill -- -PGID`) reach the DataLoader workers too; a worker that died of it would end the run without
-    # its checkpoint. The main process alone stops; the workers end with the loader, or with their parent
-    # (DataLoader watches it).
-    for stop_signal in STOP_SIGNALS:
-        signal.signal(stop_signal, signal.SIG_IGN)
 
 
 def peak_memory_mb(device: torch.device) -> float | None:
@@ -164,14 +125,16 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda",
-                        worker_init_fn=_leave_stopping_to_the_main_process if workers else None,
+                        worker_init_fn=leave_stopping_to_the_main_process if workers else None,
                         # its own generator, so the loader never draws from the RNG that dropout uses
                         generator=torch.Generator().manual_seed(cfg.seed))
     progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode, enabled=world.is_main)
     if world.is_main:
         atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "ranks": world.size,
                           "dtc_training_version": __version__}, out_dir / "train_config.json")
-    stop = StopRequest(out_dir / STOP_FILE, progress)  # before "start": from then on a STOP file counts
+    # Before "start": from then on a STOP file counts. Rank 0 alone clears an old one; a later rank would
+    # delete a STOP written after rank 0 said "start".
+    stop = StopRequest(out_dir / STOP_FILE, progress, clear_old=world.is_main)
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
