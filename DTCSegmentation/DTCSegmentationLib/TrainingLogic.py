@@ -218,10 +218,6 @@ class TrainingLogic:
         if job.process is None or job.finished:
             return []
         events = [e for e in (job.monitor.feed(line) for line in job.process.readLines()) if e]
-        if job.state == "stopping" and any(e["event"] == "start" for e in events):
-            # stopped while it was starting: the trainer clears the STOP file it finds at its start (an old
-            # run's), and is watching for one once it says "start", so ask again
-            (job.outDir / "STOP").touch()
         code = job.process.poll()
         if code is None and job.stopDeadline is not None and time.monotonic() > job.stopDeadline:
             job.monitor.log.append("The process did not stop in time; ending it.")

@@ -19,10 +19,9 @@ class StopRequest:
     """Turns SIGTERM/SIGINT/SIGHUP, the STOP file and a progress output that nobody reads any more into a
     flag the loop checks between iterations."""
 
-    def __init__(self, stop_file: Path, progress: ProgressReporter, clear_old: bool = True):
+    def __init__(self, stop_file: Path, progress: ProgressReporter):
+        # A STOP file already there counts: it may have been written while this process was starting.
         self.stop_file, self.progress, self.signal = stop_file, progress, None
-        if clear_old:  # a STOP left by an earlier run
-            stop_file.unlink(missing_ok=True)
         self._previous = {s: signal.signal(s, self._handle) for s in STOP_SIGNALS}
 
     def _handle(self, signum, frame):
@@ -35,6 +34,10 @@ class StopRequest:
         if self.stop_file.exists():
             return STOP_FILE
         return OUTPUT_CLOSED if self.progress.output_lost else None
+
+    def honoured(self) -> None:
+        """The run has stopped: remove the STOP file, so that the next run of this folder does not stop too."""
+        self.stop_file.unlink(missing_ok=True)
 
     def restore(self) -> None:
         for s, handler in self._previous.items():

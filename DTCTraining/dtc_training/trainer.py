@@ -132,9 +132,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
     if world.is_main:
         atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "ranks": world.size,
                           "dtc_training_version": __version__}, out_dir / "train_config.json")
-    # Before "start": from then on a STOP file counts. Rank 0 alone clears an old one; a later rank would
-    # delete a STOP written after rank 0 said "start".
-    stop = StopRequest(out_dir / STOP_FILE, progress, clear_old=world.is_main)
+    stop = StopRequest(out_dir / STOP_FILE, progress)
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
@@ -198,6 +196,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                 if reason:
                     progress.emit("stopped", iteration=done, checkpoint=str(path), reason=reason)
                     world.barrier()  # no rank exits before rank 0 has written the checkpoint
+                    if world.is_main:
+                        stop.honoured()
                     return EXIT_INTERRUPTED
         if saved["iteration"] != done:
             checkpoint(done)

@@ -155,7 +155,7 @@ def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     stopped = events(out, "stopped")[0]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["iteration"] == stopped["iteration"] < 1000
-    assert not (tmp_path / "model.pt").exists()
+    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "STOP").exists()  # the resume must not stop
     resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume", "--iterations",
                       stopped["iteration"] + 1, "--progress", "json")
     assert events(resumed.stdout, "progress")[0]["iteration"] == stopped["iteration"] + 1
