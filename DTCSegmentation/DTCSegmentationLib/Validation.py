@@ -94,9 +94,10 @@ def checkTrainingInputs(pairs: list[LabeledPair], unlabeled: list, params: Train
             report.problems.append(f"{_name(volume)} is both labeled (row {seen[volume.GetID()]}) and unlabeled; "
                                    "uncheck it in the unlabeled list")
     if params is not None:
-        report.problems += params.problems()
+        parameterProblems = params.problems()
+        report.problems += parameterProblems
         items = params.labeledBatch + (params.unlabeledBatch if unlabeled else 0)
-        if not any("patch size" in p for p in report.problems) and items * math.prod(
+        if not parameterProblems and items * math.prod(
                 int(p) // 16 for p in params.patchSize) < 2:  # dtc train would refuse it; say so before Train
             report.problems.append(f"patch size {tuple(params.patchSize)} with one item per batch leaves batch norm "
                                    "one value per channel at the network's deepest level: use a larger patch or batch")
