@@ -1,7 +1,8 @@
 """Segmenting volumes with a DTC model: `segment(image, model)` on a SimpleITK image or an (x, y, z) numpy
 array, and `segment_files` for many files with the model loaded once. The label map always has the
-input's exact grid (size, origin, spacing, direction): the model's preprocessing (resampling to its
-spacing, whole-scan z-score) runs on a copy, and the probabilities are resampled back before thresholding."""
+input's exact grid (size, origin, spacing, direction): the model's preprocessing (reorientation to its
+training orientation, resampling to its spacing, whole-scan z-score) runs on a copy, and the probabilities
+are resampled back before thresholding."""
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,9 @@ from .postprocessing import keep_largest_component
 from .precision import inference_device, resolve_precision
 from .quantization import quantized_copy
 from .sliding_window import MODES, WINDOW_SIZES, FoldedVNet, predict_fast, predict_official, window_sides
-from .volumes import (IMAGE_SUFFIXES, VolumeError, check_volume, file_stem, from_array, image_suffix, read_image,
-                      resample_like, resample_to_spacing, to_array, write_image, zscore)
+from .volumes import (IMAGE_SUFFIXES, TRAINING_ORIENTATION, VolumeError, check_volume, file_stem, from_array,
+                      image_suffix, read_image, reorient, resample_like, resample_to_spacing, to_array, write_image,
+                      zscore)
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +104,12 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
         grid_spacing = spacing if spacing is not None else model.meta.get("spacing")
         image = from_array(image.astype(np.float32, copy=False), _grid(image.shape, grid_spacing))
     check_volume(image, name)
-    grid, target = image, model.meta.get("spacing")
-    resampled = target is not None and not np.allclose(image.GetSpacing(), target, rtol=1e-4)
+    # Files saved before models recorded their orientation were all trained on the LA arrays.
+    grid = reorient(image, model.meta.get("orientation", TRAINING_ORIENTATION))
+    reoriented, target = grid is not image, model.meta.get("spacing")
+    resampled = target is not None and not np.allclose(grid.GetSpacing(), target, rtol=1e-4)
     if resampled:
-        grid = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), target)
+        grid = resample_to_spacing(sitk.Cast(grid, sitk.sitkFloat32), target)
     array = to_array(grid, name)
     if normalize:
         array = zscore(array)
@@ -122,13 +126,13 @@ def segment(image: sitk.Image | np.ndarray, model: Model | str | Path, *, mode: 
     info["precision"] = "fp32" if moved_to_cpu else precision
     if mode == "fast":
         info["window_size"] = window_size
-    if resampled:
+    if resampled or reoriented:  # onto the input's own grid (a permutation of axes maps voxels exactly)
         prob = to_array(resample_like(from_array(prob, grid), image), name)
     label = (prob > THRESHOLD).astype(np.uint8)
     if largest_component:
         label = keep_largest_component(label)
-    info.update(largest_component=largest_component, resampled=resampled, normalized=normalize,
-                foreground_voxels=int(label.sum()), seconds=round(time.perf_counter() - started, 3))
+    info.update(largest_component=largest_component, resampled=resampled, reoriented=reoriented,
+                normalized=normalize, foreground_voxels=int(label.sum()), seconds=round(time.perf_counter() - started, 3))
     if is_array:
         return Segmentation(label, prob if probability else None, info)
     return Segmentation(from_array(label, image), from_array(prob, image) if probability else None, info)

@@ -32,6 +32,7 @@ from .model_io import save_model
 from .progress import ProgressReporter
 from .sampling import IterationBatches, batch_levelsets
 from .stopping import STOP_FILE, STOP_REASONS, StopRequest, leave_stopping_to_the_main_process
+from .volumes import TRAINING_ORIENTATION
 from .validation import validation_dice
 
 MODEL_NAME = "model.pt"
@@ -255,6 +256,7 @@ def _metadata(cfg: TrainConfig, data: TrainingData, iterations: int, val_dice: f
         "in_channels": 1,
         "patch_size": list(cfg.patch_size),
         "spacing": data.spacing,
+        "orientation": TRAINING_ORIENTATION,
         "normalization": "zscore",
         "k": cfg.k,
         "label_name": cfg.label_name,

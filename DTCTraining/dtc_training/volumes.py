@@ -113,9 +113,27 @@ def resample_like(image: sitk.Image, reference: sitk.Image, label: bool = False)
     return sitk.Resample(image, reference, sitk.Transform(), interpolator, 0, image.GetPixelID())
 
 
+# The axis orientation of the arrays models train on, in ITK's DICOM letters (each axis runs towards
+# the letter's side). The LA h5 arrays carry no direction, which reads as identity: "LPS".
+TRAINING_ORIENTATION = "LPS"
+
+
+def orientation(image: sitk.Image) -> str:
+    """The image's axis orientation in ITK's DICOM letters (the closest one for oblique scans)."""
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(image.GetDirection())
+
+
+def reorient(image: sitk.Image, code: str = TRAINING_ORIENTATION) -> sitk.Image:
+    """The same voxels in the same physical space, axes permuted and flipped to run along `code`: a scan
+    acquired sagittally or coronally, or stored with permuted or flipped axes, reaches the network as the
+    axial training arrays did. The image itself when it is so already."""
+    return image if orientation(image) == code else sitk.DICOMOrient(image, code)
+
+
 def preprocess(image: sitk.Image, spacing: Sequence[float] | None, name: str | Path = "image") -> tuple[np.ndarray, sitk.Image]:
-    """The model's input preprocessing: optional resampling to `spacing`, then whole-scan z-score.
-    Returns the array and the image whose grid the array lives on."""
+    """The model's input preprocessing: reorientation to the training orientation, optional resampling to
+    `spacing`, then whole-scan z-score. Returns the array and the image whose grid the array lives on."""
+    image = reorient(image)
     if spacing is not None and not np.allclose(image.GetSpacing(), spacing):
         image = resample_to_spacing(sitk.Cast(image, sitk.sitkFloat32), spacing)
     return zscore(to_array(image, name)), image
