@@ -1,4 +1,5 @@
 """Errors about the user's input. Each message names the file (or option) and the problem."""
+from __future__ import annotations
 
 
 class InputError(ValueError):
