@@ -23,7 +23,12 @@ labeled cases alone, Dice loss only: the paper's V-Net baseline), same seed and 
 polynomial learning-rate decay (--lr-schedule poly), and `...+poly+consistency10` weights the dual-task
 consistency 10x (--consistency 10), and `...+poly+bf16` trains it in bf16 autocast (--amp bf16);
 `supervised+intensity+spatial+low-contrast` is `supervised` with the same three augmentations, and
-`supervised+intensity+spatial+low-contrast+poly` with the poly schedule too. Every
+`supervised+intensity+spatial+low-contrast+poly` with the poly schedule too. The ablations of the default
+recipe's DTC add one switch each: `supervised+...+poly+levelset` (the level-set regression, no consistency),
+`dtc+...+poly+unlabeled0` (the consistency on the labeled items only), `dtc+...+poly+consistency0` (unlabeled
+items in the batches but in no loss: batch-norm statistics only), `dtc+...+poly+levelset0` (the consistency
+without level-set regression), `supervised+...+poly+labeled-batch4` (4 labeled items per batch, as many as
+DTC's 2 + 2) and `dtc+...+poly+rampup-step18` (the consistency ramp over half the lite protocol). Every
 method states all augmentation switches and its learning-rate schedule (the official steps unless it says
 `poly`), so it stays the same when a default changes. Run them with --methods.
 
@@ -49,6 +54,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))  # la_runs beside this file, also where another script imports this one
+from la_runs import SCORINGS, dtc, hardware, scoring_flags, train_and_score  # noqa: E402
+
+from dtc_training.files import atomic_json_save  # noqa: E402
+
 SPLITS = HERE / "splits"
 
 PROTOCOLS = {
@@ -56,17 +66,6 @@ PROTOCOLS = {
              "--iterations", "1500", "--lr-step", "625", "--rampup-step", "37"],
     "full": [],
 }
-# Fast-mode evaluations keep whole-volume windows, as every recorded row was measured before patch-sized
-# windows became dtc's default (docs/benchmarks.md, "Window size"), so that rows stay comparable.
-OFFICIAL = ["--mode", "official"]
-
-
-def fast_flags(device: str) -> list[str]:
-    """Fast mode as the first rows were scored: whole-volume windows, fp32 on the CPU, fp16 on CUDA."""
-    import torch
-
-    on_cuda = device != "cpu" and torch.cuda.is_available()
-    return ["--mode", "fast", "--window-size", "volume", "--precision", "fp16" if on_cuda else "fp32"]
 AUGMENTATIONS = ("intensity", "spatial", "low-contrast")  # dtc train's --[no-]<name>-augmentation switches
 
 
@@ -79,7 +78,8 @@ def recipe(*on: str, lr_schedule: str = "step") -> list[str]:
 
 SEMI = ["--unlabeled", "48"]
 SUPERVISED = ["--unlabeled", "0", "--consistency", "0", "--levelset-weight", "0"]
-DEFAULT_RECIPE = [*SEMI, *recipe("intensity", "spatial", "low-contrast", lr_schedule="poly")]  # dtc train's default
+DEFAULT_SWITCHES = recipe("intensity", "spatial", "low-contrast", lr_schedule="poly")  # dtc train's defaults
+DEFAULT_RECIPE = [*SEMI, *DEFAULT_SWITCHES]
 METHODS = {
     "dtc": [*SEMI, *recipe()],  # the paper's recipe
     "supervised": [*SUPERVISED, *recipe()],
@@ -111,6 +111,22 @@ METHODS = {
     # the default recipe in bf16 autocast: for CPUs that compute bf16 natively (AVX512-BF16, AMX), where
     # --amp auto stays in float32
     "dtc+intensity+spatial+low-contrast+poly+bf16": [*DEFAULT_RECIPE, "--amp", "bf16"],
+    # Ablations of the default recipe's DTC (docs/benchmarks.md, "Why the default recipe's DTC does not beat
+    # supervised: hypotheses"), each one switch away from a method above:
+    # the level-set head and its regression without the consistency (the paper's "Seg + LSF")
+    "supervised+intensity+spatial+low-contrast+poly+levelset": ["--unlabeled", "0", "--consistency", "0",
+                                                                *DEFAULT_SWITCHES],
+    # the dual-task consistency on the labeled items only (the paper's "Seg + LSF + DTC" without unlabeled scans)
+    "dtc+intensity+spatial+low-contrast+poly+unlabeled0": ["--unlabeled", "0", *DEFAULT_SWITCHES],
+    # the unlabeled items in every batch but in no loss: they change only the batch-norm statistics
+    "dtc+intensity+spatial+low-contrast+poly+consistency0": [*DEFAULT_RECIPE, "--consistency", "0"],
+    # the consistency alone: no level-set regression, so the level-set head learns from the consistency only
+    "dtc+intensity+spatial+low-contrast+poly+levelset0": [*DEFAULT_RECIPE, "--levelset-weight", "0"],
+    # supervised-only with as many items per batch as DTC (4 labeled instead of 2 labeled + 2 unlabeled)
+    "supervised+intensity+spatial+low-contrast+poly+labeled-batch4": [*SUPERVISED, *DEFAULT_SWITCHES,
+                                                                      "--labeled-batch", "4"],
+    # the consistency ramp over the first half of the lite protocol (37 -> 18 iterations per ramp step)
+    "dtc+intensity+spatial+low-contrast+poly+rampup-step18": [*DEFAULT_RECIPE, "--rampup-step", "18"],
 }
 
 
@@ -135,55 +151,24 @@ def write_model_result(kind: str, model: Path, cases: Path, **fields) -> Path:
     return out
 
 
-def dtc(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dtc_training", *args]
+def train_command(protocol: str, method: str, seed: int, la_root: Path, run_dir: Path, device: str,
+                  workers: int) -> list[str]:
+    """`dtc train` of a method: the first 16 cases of the root's train.list labeled, the last 16 held out."""
+    return dtc("train", "--la-root", str(la_root), "--labeled", "16", "--holdout", "16", "-o", str(run_dir),
+               "--seed", str(seed), "--device", device, "--workers", str(workers), "--progress", "json",
+               "--checkpoint-every", "100", *PROTOCOLS[protocol], *METHODS[method])
 
 
 def run_one(protocol: str, method: str, seed: int, la_root: Path, out: Path, device: str, workers: int) -> dict:
     run_dir = out / f"{protocol}-{method}-seed{seed}"
-    train = dtc("train", "--la-root", str(la_root), "--labeled", "16", "--holdout", "16", "-o", str(run_dir),
-                "--seed", str(seed), "--device", device, "--workers", str(workers), "--progress", "json",
-                "--checkpoint-every", "100",
-                *PROTOCOLS[protocol], *METHODS[method])
-    if (run_dir / "checkpoint.pt").exists() and not (run_dir / "model.pt").exists():
-        train.append("--resume")  # a killed benchmark continues where it stopped
-    record = {"protocol": protocol, "method": method, "seed": seed, "train_command": " ".join(train[1:])}
-    started = time.time()
-    if (run_dir / "model.pt").exists():  # trained before: re-evaluated, its training time read from its log
-        log = run_dir / "progress.jsonl"  # absent where only a model came back from a lease
-        events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]) if events else None,
-                      trained_by_an_earlier_run=True)
-    else:
-        for stale in run_dir.glob("evaluation-*.json"):  # scores of an earlier model in this folder
-            stale.unlink()
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # Straight into the file, not through a pipe: the log survives a stop, and a trainer stopped with
-        # this process (the GPU driver signals the group) still saves its checkpoint instead of dying on
-        # a broken pipe.
-        with open(run_dir / "train.log", "w") as log:
-            code = subprocess.run(train, stdout=log, stderr=subprocess.STDOUT).returncode
-        if code != 0:
-            tail = (run_dir / "train.log").read_text()[-2000:]
-            return {**record, "status": f"training failed (exit {code})", "log": tail}
-        record["train_seconds"] = round(time.time() - started)
-    fast = fast_flags(device)
-    scored = fast if protocol == "lite" else OFFICIAL
-    evaluations = {"without_lcc": scored, "with_lcc": [*scored, "--largest-component"],
-                   "fast_tta8": [*fast, "--tta", "8"]}  # orientation averaging
-    for key, flags in evaluations.items():
-        result_file = run_dir / f"evaluation-{key}.json"
-        evaluate = dtc("evaluate", "--model", str(run_dir / "model.pt"), "--la-root", str(la_root),
-                       "--cases", str(SPLITS / "la_validation.list"), "--device", device,
-                       "--json", str(result_file), *flags)
-        if not result_file.exists():  # one finished before an interruption is kept (written atomically)
-            proc = subprocess.run(evaluate, capture_output=True, text=True)
-            if proc.returncode != 0:
-                return {**record, "status": f"evaluation failed (exit {proc.returncode})", "log": proc.stderr[-2000:]}
-        result = json.loads(result_file.read_text())
-        record[key] = {"mean": result["mean"], "per_case_dice": {c["case"]: c["dice"] for c in result["cases"]},
-                       "command": " ".join(evaluate[1:]), "device": result["settings"]["device"]}
-    return {**record, "status": "finished"}
+    record = {"protocol": protocol, "method": method, "seed": seed,
+              **train_and_score(run_dir, train_command(protocol, method, seed, la_root, run_dir, device, workers),
+                                ["--la-root", str(la_root), "--cases", str(SPLITS / "la_validation.list"),
+                                 "--device", device], scoring_flags(protocol, device))}
+    for key in SCORINGS:  # this benchmark's records keep each case's Dice only
+        if key in record:
+            record[key]["per_case_dice"] = {case: m["dice"] for case, m in record[key].pop("per_case").items()}
+    return record
 
 
 def markdown_row(r: dict, hardware: str, commit: str) -> str:
@@ -208,10 +193,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=-1, help="DataLoader workers of each training (-1: dtc's default)")
     p.add_argument("--results", type=Path, help="results JSON (default: benchmarks/results/la_accuracy_<protocol>.json)")
     args = p.parse_args()
-    import torch
-
-    hardware = (torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu"
-                else f"CPU x{torch.get_num_threads()}")
+    machine = hardware(args.device)
     commit = git_commit()
     results_file = args.results or HERE / "results" / f"la_accuracy_{args.protocol}.json"
     results_file.parent.mkdir(exist_ok=True)
@@ -220,10 +202,10 @@ def main() -> None:
     for seed in args.seeds:
         for method in args.methods:
             run = {**run_one(args.protocol, method, seed, args.la_root, args.out, args.device, args.workers),
-                   "hardware": hardware, "commit": commit, "date": time.strftime("%Y-%m-%d")}
+                   "hardware": machine, "commit": commit, "date": time.strftime("%Y-%m-%d")}
             runs = [r for r in runs if (r["method"], r["seed"]) != (method, seed)] + [run]
-            results_file.write_text(json.dumps({"host": platform.node(), "runs": runs}, indent=2))
-            print(markdown_row(run, hardware, commit), flush=True)
+            atomic_json_save({"host": platform.node(), "runs": runs}, results_file)  # a kill leaves the last one whole
+            print(markdown_row(run, machine, commit), flush=True)
             if run["status"] == "finished":
                 print(f"  {method} seed {seed}, fast mode with --tta 8: Dice {100 * run['fast_tta8']['mean']['dice']:.2f}",
                       flush=True)
