@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -193,6 +194,9 @@ def main() -> None:
     args = p.parse_args()
     results = args.results or HERE / "results" / f"cross_validation_{args.protocol}.json"
     figure = args.figure or HERE.parent / "docs" / "figures" / f"cross_validation_{args.protocol}.png"
+    if not results.is_file():
+        print(f"cross_validation_report: error: {results}: no results file (run cross_validation.py)", file=sys.stderr)
+        sys.exit(2)
     print(report(json.loads(results.read_text())["runs"], args.compare, args.scorings, figure, args.protocol))
 
 
