@@ -146,12 +146,13 @@ def main() -> None:
                 status.setdefault(m, f"stopped when the driver ended, after {progress(run_dir[m]).done} iterations")
         summary = summarise(args, run_dir, status, workers)
         with tarfile.open(args.out / "runs.tar.gz", "w:gz") as tar:
-            tar.add(args.runs, arcname="runs", filter=lambda t: None if t.name.endswith((".pt", ".part")) else t)
+            tar.add(args.runs, arcname="runs",
+                    filter=lambda t: None if t.name.endswith((".pt", ".safetensors", ".part")) else t)
         if args.split_models:  # one model: two (6 parts of 15 MiB) would not fit what a device call brings back
-            for m in [m for m in args.methods if (run_dir[m] / "model.pt").exists()][:1]:
-                data = (run_dir[m] / "model.pt").read_bytes()
+            for m in [m for m in args.methods if (run_dir[m] / "model.safetensors").exists()][:1]:
+                data = (run_dir[m] / "model.safetensors").read_bytes()
                 for i in range(0, len(data), PART_BYTES):
-                    (args.out / f"{m.replace('+', '_')}.model.pt.{i // PART_BYTES}").write_bytes(data[i:i + PART_BYTES])
+                    (args.out / f"{m.replace('+', '_')}.model.safetensors.{i // PART_BYTES}").write_bytes(data[i:i + PART_BYTES])
         print(json.dumps([{k: s[k] for k in ("method", "status", "iterations", "seconds_per_iteration")}
                           for s in summary], indent=2))
 

@@ -5,7 +5,7 @@ end of each axis (the official grid then lands elsewhere on the anatomy: 9/9/2 i
 padded result is cropped back. Modes: `official`, `fast` (patch windows, the default) and `fast
 --window-size volume`.
 
-    python benchmarks/grid_shift.py --model runs/la_accuracy/full-dtc+intensity+spatial+low-contrast-seed1337/model.pt
+    python benchmarks/grid_shift.py --model runs/la_accuracy/full-dtc+intensity+spatial+low-contrast-seed1337/model.safetensors
 
 Writes benchmarks/results/grid_shift_<run>.json (<run>: the model's folder name) and prints a table;
 `--keep-labels DIR` also writes every label (npz, per case) for later comparisons."""

@@ -5,7 +5,7 @@ development cases with one trained model. Reports, per case and on average, the 
 and fast labels and each mode's Dice against the ground truth, so that a disagreement between the modes can
 be told apart from a loss of accuracy.
 
-    python benchmarks/inference_modes.py --model runs/la_accuracy/lite-dtc-seed2024/model.pt
+    python benchmarks/inference_modes.py --model runs/la_accuracy/lite-dtc-seed2024/model.safetensors
 
 `--official-labels DIR` takes the `official` labels that `grid_shift.py --keep-labels DIR` kept for the same
 model (74 s a case on 2 CPU cores) instead of computing them again.

@@ -173,7 +173,7 @@ def main() -> None:
         if args.model is None:
             if not args.fit:
                 p.error("give --model, or --fit N to fit one")
-            args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.pt"), torch.device(args.device))
+            args.model = fit_model(args.la_root, args.fit, Path(f"benchmark-model-fit{args.fit}.safetensors"), torch.device(args.device))
         official = run_worker(args, "official", tmp / "official.npy")
         fast_names = ("fast", "fast-fp32", "fast-volume")
         fast = {name: run_worker(args, name, tmp / f"{name}.npy") for name in fast_names}

@@ -55,7 +55,7 @@ def main() -> None:
         torch.manual_seed(0)
         meta = {"n_filters": 16, "in_channels": 1, "patch_size": [112, 112, 80], "spacing": [SPACING] * 3,
                 "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium", "data": {"source": "untrained"}}
-        model = save_model(Path(folder) / "model.pt", DualTaskVNet(in_channels=1, n_filters=16), meta)
+        model = save_model(Path(folder) / "model.safetensors", DualTaskVNet(in_channels=1, n_filters=16), meta)
         logic = InferenceLogic(store=ModelStore(Path(folder) / "store"))
         segmentation = None
         for precision in args.precision:

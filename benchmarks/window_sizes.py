@@ -3,7 +3,7 @@ cases with one trained model, for windows of the training patch (the default), o
 larger, in-plane as large as memory allows at the patch's depth, and whole-volume windows. Times are
 per case on this machine.
 
-    python benchmarks/window_sizes.py --model runs/la_accuracy/full-dtc-seed1337/model.pt
+    python benchmarks/window_sizes.py --model runs/la_accuracy/full-dtc-seed1337/model.safetensors
 
 Writes benchmarks/results/window_sizes_<run>.json (<run>: the model's folder name) and prints a table."""
 from __future__ import annotations

@@ -5,7 +5,7 @@ segmentation node (created once, updated on later runs).
 Usage (blocking, e.g. from a `--python-script`)::
 
     logic = InferenceLogic()
-    job = logic.segment(volumeNode, "my-model")       # a model-store name or a model.pt path
+    job = logic.segment(volumeNode, "my-model")       # a model-store name or a model file path
     print(job.segmentationNode.GetName(), job.segmentId)
     logic.shutdown()  # or let the logic go: its child ends with it
 """
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from .ModelStore import ModelStore, readModelMetadata
+from .ModelStore import ModelStore
 from .Parameters import SegmentParameters
 from .InferenceServer import InferenceRequest, InferenceServer
 from .Process import EXIT_OK, ChildProcess, explainFailure
@@ -93,7 +93,7 @@ class InferenceLogic:
             modelPath = self.store.resolve(model)
         except ValueError as e:
             raise ValueError(str(e)) from None
-        readModelMetadata(modelPath)  # refuses a model of another kind (ModelStoreError is a ValueError)
+        self.store.readMetadata(modelPath)  # refuses a model of another kind (ModelStoreError is a ValueError)
         mrmlScene = inputVolume.GetScene()
         workDir = Path(tempfile.mkdtemp(prefix="dtc-segment-"))
         source = inputVolume

@@ -32,7 +32,7 @@ STOP_GRACE_S = 120.0  # after this, Stop ends the process tree without waiting f
 
 PARAMETERS_FILE = "parameters.json"  # the panel's training parameters, kept in the run folder
 # what dtc train writes there (dtc_training's names, repeated so that this module loads without the backend)
-CHECKPOINT_FILE, MODEL_FILE, PROGRESS_FILE = "checkpoint.pt", "model.pt", "progress.jsonl"
+CHECKPOINT_FILE, MODEL_FILE, PROGRESS_FILE = "checkpoint.pt", "model.safetensors", "progress.jsonl"
 
 
 def defaultWorkRoot() -> Path:

@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("segment", help="segment volumes into .seg.nrrd files")
     s.add_argument("inputs", nargs="+", type=Path, metavar="INPUT")
-    s.add_argument("--model", required=True, help="model store name or model.pt path")
+    s.add_argument("--model", required=True, help="model store name or model file path")
     s.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     s.add_argument("--mode", choices=MODES, default="fast")
     s.add_argument("--window-size", choices=WINDOW_SIZES, default="patch",
@@ -84,7 +84,6 @@ def _stem(path: Path) -> str:
 def _segment(args) -> int:
     from DTCSegmentationLib import SceneIO
     from DTCSegmentationLib.InferenceLogic import InferenceLogic
-    from DTCSegmentationLib.ModelStore import readModelMetadata
     from DTCSegmentationLib.Parameters import SegmentParameters
 
     params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size,
@@ -99,7 +98,7 @@ def _segment(args) -> int:
     try:
         if clashes:
             raise ValueError(f"several inputs would be written to {', '.join(clashes)}; segment them separately")
-        readModelMetadata(logic.store.resolve(args.model))  # refused once, before any input
+        logic.store.readMetadata(logic.store.resolve(args.model))  # refused once, before any input
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

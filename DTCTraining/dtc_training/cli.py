@@ -22,7 +22,9 @@ COMMANDS = {
     "evaluate": "evaluate",
     "make-phantoms": "make_phantoms",
     "import-official": "import_official",
+    "convert": "convert",
     "info": "info",
+    "models": "models",
     "devices": "devices",
     "serve": "serve",
 }

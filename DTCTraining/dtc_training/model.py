@@ -5,8 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHITECTURE = "DualTaskVNet"
-
 
 class ConvStage(nn.Module):
     """`n_convs` x (Conv3d 3x3x3 -> BatchNorm -> ReLU)."""

@@ -35,7 +35,7 @@ from .stopping import STOP_FILE, STOP_REASONS, StopRequest, leave_stopping_to_th
 from .volumes import TRAINING_ORIENTATION
 from .validation import validation_dice
 
-MODEL_NAME = "model.pt"
+MODEL_NAME = "model.safetensors"
 
 
 def select_device(requested: str) -> torch.device:

@@ -20,7 +20,7 @@ LA_ROOT = Path(os.environ.get("DTC_LA_ROOT", Path(__file__).resolve().parents[3]
 # importing torch and MONAI on a 2-core CI machine, which for these commands tested nothing. Training runs
 # in its own process (signals, workers, stop files), as does any call that sets `env` or `cwd`; a call
 # that `dtc train` must refuse before it trains may ask for this process with `in_process=True`.
-IN_PROCESS = {"infer", "evaluate", "info", "devices", "import-official", "make-phantoms"}
+IN_PROCESS = {"infer", "evaluate", "info", "devices", "import-official", "convert", "models", "make-phantoms"}
 
 
 def run_dtc(*args, check=True, timeout=600, in_process=None, **kwargs) -> subprocess.CompletedProcess:

@@ -108,10 +108,10 @@ def test_only_rank_0_reports_and_writes(two_ranks, phantoms):
     (done,) = events(proc.stdout, "done")
     # the 2 validation cases were shared by the 2 ranks: their mean is the one-process Dice of the saved model
     validation = load_files(read_datalist(phantoms), None, None, "test").validation
-    net, meta = load_model(out / "model.pt")
+    net, meta = load_model(out / "model.safetensors")
     expected = validation_dice(net, validation, meta["patch_size"], torch.device("cpu"), meta["n_filters"])
     assert len(validation) == 2 and done["val_dice"] == pytest.approx(expected, abs=1e-4)
-    assert (out / "model.pt").is_file() and (out / "checkpoint.pt").is_file()
+    assert (out / "model.safetensors").is_file() and (out / "checkpoint.pt").is_file()
     assert json.loads((out / "train_config.json").read_text())["ranks"] == 2
 
 
@@ -130,7 +130,7 @@ def test_two_ranks_resumed_halfway_end_where_the_uninterrupted_run_ends(two_rank
     torchrun(ITERATIONS // 2, "--lr-schedule", "step")
     torchrun(ITERATIONS, "--resume")
     # Rank 1's dropout masks after the resume must be those of the uninterrupted run, or the weights part.
-    torch.testing.assert_close(weights(tmp_path / "model.pt"), weights(out / "model.pt"), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(weights(tmp_path / "model.safetensors"), weights(out / "model.safetensors"), rtol=1e-5, atol=1e-6)
 
 
 def test_two_ranks_learn_like_one_rank_with_the_same_global_batch(two_ranks, phantoms, tmp_path):
@@ -147,7 +147,7 @@ def test_two_ranks_learn_like_one_rank_with_the_same_global_batch(two_ranks, pha
         assert sum(losses[-3:]) < sum(losses[:3])  # both learn
     assert [e["lr"] for e in events(one.stdout, "progress")] == [e["lr"] for e in events(proc2.stdout, "progress")]
     w0 = weights()
-    step1, step2 = weights(tmp_path / "model.pt") - w0, weights(out2 / "model.pt") - w0
+    step1, step2 = weights(tmp_path / "model.safetensors") - w0, weights(out2 / "model.safetensors") - w0
     cosine = torch.nn.functional.cosine_similarity(step1, step2, dim=0).item()
     ratio = (step2.norm() / step1.norm()).item()
     print(f"first loss 1 rank {loss1[0]:.4f}, 2 ranks {loss2[0]:.4f}; weight change: cosine {cosine:.3f}, "

@@ -17,7 +17,7 @@ from test_infer import ball_image, threshold_model_file
 def test_int8_of_a_trained_model_keeps_its_labels(phantoms, trained_run):
     # A trained network, not a random one: random weights amplify any rounding layer after layer, which
     # no trained model does (on the real LA model int8 agreed with fp32 at Dice 0.995).
-    model = Model.load(trained_run[0] / "model.pt", "cpu")
+    model = Model.load(trained_run[0] / "model.safetensors", "cpu")
     image = sitk.ReadImage(str(phantoms.parent / "images/phantom_007.nrrd"))
     fp32 = segment(image, model, probability=True, precision="fp32")
     int8 = segment(image, model, probability=True, precision="int8")
@@ -29,7 +29,7 @@ def test_int8_of_a_trained_model_keeps_its_labels(phantoms, trained_run):
 
 
 def test_int8_labels_the_ball_as_fp32_does(tmp_path):
-    model = Model.load(threshold_model_file(tmp_path / "model.pt", spacing=None), "cpu")
+    model = Model.load(threshold_model_file(tmp_path / "model.safetensors", spacing=None), "cpu")
     image, _, _ = ball_image(size=(70, 50, 30), spacing=(1.0, 1.0, 1.0), direction=(1, 0, 0, 0, 1, 0, 0, 0, 1),
                              centre_index=(35, 25, 15))
     fp32, int8 = segment(image, model, precision="fp32"), segment(image, model, precision="int8")
@@ -41,7 +41,7 @@ def test_int8_labels_the_ball_as_fp32_does(tmp_path):
 
 
 def test_cli_reports_int8(tmp_path):
-    model = threshold_model_file(tmp_path / "model.pt")
+    model = threshold_model_file(tmp_path / "model.safetensors")
     image, _, _ = ball_image()
     source, report = tmp_path / "scan.nrrd", tmp_path / "report.json"
     sitk.WriteImage(image, str(source))
@@ -53,7 +53,7 @@ def test_cli_reports_int8(tmp_path):
 
 
 def test_int8_without_a_quantized_engine_is_refused(tmp_path, monkeypatch):
-    model = Model.load(threshold_model_file(tmp_path / "model.pt"), "cpu")
+    model = Model.load(threshold_model_file(tmp_path / "model.safetensors"), "cpu")
     image, _, _ = ball_image()
     monkeypatch.setattr(quantization, "ENGINES", ("no-such-engine",))  # as on an ARM build of torch
     with pytest.raises(InputError, match="lacks .*use --precision fp32"):
@@ -62,6 +62,6 @@ def test_int8_without_a_quantized_engine_is_refused(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_int8_is_refused_on_cuda(tmp_path):
-    model = Model.load(threshold_model_file(tmp_path / "model.pt"), "cuda")
+    model = Model.load(threshold_model_file(tmp_path / "model.safetensors"), "cuda")
     with pytest.raises(InputError, match="int8 runs on the CPU only"):
         segment(ball_image()[0], model, precision="int8")

@@ -28,7 +28,7 @@ def test_short_training_learns_and_writes_a_loadable_model(phantoms, trained_run
     chance = 2 * fraction / (1 + fraction)  # Dice of calling everything foreground
     dice = events(proc.stdout, "validation")[-1]["dice"]
     assert dice > 0.4 and dice > 5 * chance
-    model, meta = load_model(run / "model.pt")
+    model, meta = load_model(run / "model.safetensors")
     assert meta["n_filters"] == 4 and meta["patch_size"] == [32, 32, 32] and meta["spacing"] is None
     assert meta["data"]["labeled"] == 3 and meta["data"]["unlabeled"] == 3 and meta["label_name"] == "Left atrium"
     assert (run / "progress.jsonl").read_text().count('"event": "progress"') == 60
@@ -79,8 +79,8 @@ def test_ema_model_is_the_moving_average_and_resumes_exactly(phantoms, tmp_path)
     run_dtc("train", "--datalist", phantoms, "-o", tmp_path / "split", "--resume", "--iterations", 3,
             "--progress", "json")
     three = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)
-    saved, _ = load_model(tmp_path / "whole" / "model.pt")
-    resumed, _ = load_model(tmp_path / "split" / "model.pt")
+    saved, _ = load_model(tmp_path / "whole" / "model.safetensors")
+    resumed, _ = load_model(tmp_path / "split" / "model.safetensors")
     name = "block_one.conv.0.weight"
     # EMA after step 3 = 0.5 * EMA after step 2 + 0.5 * weights after step 3; the model file holds it
     expected = 0.5 * two["ema"][f"module.{name}"] + 0.5 * three["model"][name]
@@ -119,7 +119,7 @@ def test_recipe_switches_are_the_default_and_can_be_turned_off(phantoms, tmp_pat
 def test_levelset_target_switch_trains_and_is_recorded(phantoms, tmp_path):
     run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--iterations", 1, "--levelset-target", "volume", *TINY)
     assert json.loads((tmp_path / "train_config.json").read_text())["config"]["levelset_target"] == "volume"
-    assert (tmp_path / "model.pt").exists()
+    assert (tmp_path / "model.safetensors").exists()
     assert TrainConfig.from_dict({"iterations": 10}).levelset_target == "patch"  # the official target
 
 
@@ -155,11 +155,11 @@ def test_stop_request_leaves_a_loadable_checkpoint(phantoms, tmp_path, how):
     stopped = events(out, "stopped")[0]
     state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     assert state["iteration"] == stopped["iteration"] < 1000
-    assert not (tmp_path / "model.pt").exists() and not (tmp_path / "STOP").exists()  # the resume must not stop
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "STOP").exists()  # the resume must not stop
     resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume", "--iterations",
                       stopped["iteration"] + 1, "--progress", "json")
     assert events(resumed.stdout, "progress")[0]["iteration"] == stopped["iteration"] + 1
-    assert (tmp_path / "model.pt").exists()
+    assert (tmp_path / "model.safetensors").exists()
 
 
 def test_la_layout_loads_the_standard_split(la_root, tmp_path):
@@ -206,7 +206,7 @@ def test_a_disk_that_fills_up_at_a_checkpoint_is_reported_and_the_run_resumes(ph
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["iteration"] == 2  # the earlier one, whole
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     resumed = run_dtc("train", "--datalist", phantoms, "-o", tmp_path, "--resume")
-    assert events(resumed.stdout, "progress")[0]["iteration"] == 3 and (tmp_path / "model.pt").is_file()
+    assert events(resumed.stdout, "progress")[0]["iteration"] == 3 and (tmp_path / "model.safetensors").is_file()
 
 
 def test_a_run_whose_reader_goes_away_saves_a_checkpoint_and_stops(phantoms, tmp_path):

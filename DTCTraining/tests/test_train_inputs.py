@@ -203,7 +203,7 @@ def test_a_new_run_into_a_folder_that_holds_one_needs_resume_or_overwrite(tmp_pa
     assert train(tmp_path, [good], out=out, refused=False).returncode == 0
     before = (out / "checkpoint.pt").read_bytes()
     assert_refused(train(tmp_path, [good], out=out), f"{out}: holds a training run already (checkpoint.pt, "
-                   "model.pt); add --resume to continue it, --overwrite to start again")
+                   "model.safetensors); add --resume to continue it, --overwrite to start again")
     assert (out / "checkpoint.pt").read_bytes() == before
     assert_refused(train(tmp_path, [good], out=out, extra=("--resume", "--overwrite")), "give one of them")
     assert train(tmp_path, [good], out=out, extra=("--overwrite",), refused=False).returncode == 0

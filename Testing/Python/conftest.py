@@ -21,6 +21,13 @@ import slicer  # noqa: E402
 import vtk  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def noBuiltinModel(monkeypatch):
+    """No built-in model unless a test gives one (`DTC_BUILTIN_MODELS`): the model shipped in the repository
+    must not change what the tests see."""
+    monkeypatch.setenv("DTC_BUILTIN_MODELS", "")
+
+
 @pytest.fixture
 def scene():
     slicer.mrmlScene = slicer.vtkMRMLScene()
@@ -97,7 +104,7 @@ def tinyModel(tmp_path_factory):
     from dtc_training.model_io import save_model
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
+    path = tmp_path_factory.mktemp("model") / "model.safetensors"
     meta = {"n_filters": 4, "in_channels": 1, "patch_size": [16, 16, 16], "spacing": None,
             "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium", "data": {"source": "test"}}
     return save_model(path, DualTaskVNet(in_channels=1, n_filters=4), meta)

@@ -208,7 +208,7 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
                  "--val-every", 1, "--recipe", "paper", "--store-name", "batch-model",
                  env={"DTC_MODEL_STORE": str(tmp_path / "store")}, cwd=tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert (tmp_path / "run" / "model.pt").is_file()
+    assert (tmp_path / "run" / "model.safetensors").is_file()
     assert [m.name for m in ModelStore(tmp_path / "store").list()] == ["batch-model"]
     # Resuming keeps the run's own parameters; only the options given change.
     resumed = _batch("train", "--resume", "-o", "run", "--iterations", 3, "--precision", "bf16", cwd=tmp_path)
@@ -224,7 +224,7 @@ def test_batch_script_trains_and_stores_a_model(scene, tmp_path):
     # a new training into the run's folder (a forgotten --resume) is refused before its data is touched
     datalist = (tmp_path / "run" / "data" / "datalist.json").read_text()
     again = _batch("train", "--labeled", f"{files[0][0]}:{files[0][1]}", "-o", tmp_path / "run")
-    assert again.returncode == 2 and "holds a training run already (checkpoint.pt, model.pt)" in again.stderr
+    assert again.returncode == 2 and "holds a training run already (checkpoint.pt, model.safetensors)" in again.stderr
     assert (tmp_path / "run" / "data" / "datalist.json").read_text() == datalist
 
 
@@ -244,11 +244,12 @@ def test_model_store_renames_and_exports_models_that_load_elsewhere(tinyModel, t
     assert [m.name for m in store.list()] == ["la-dtc-v2", "other"]  # refused renames changed nothing
     (tmp_path / "shared").mkdir()
     exported = store.export("la-dtc-v2", tmp_path / "shared")  # a folder: the file is named after the model
-    assert exported == tmp_path / "shared" / "la-dtc-v2.pt" and exported.read_bytes() == tinyModel.read_bytes()
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["la-dtc-v2.pt"]  # no temporary file left
+    assert exported == tmp_path / "shared" / "la-dtc-v2.safetensors"
+    assert exported.read_bytes() == tinyModel.read_bytes()
+    assert sorted(p.name for p in exported.parent.iterdir()) == ["la-dtc-v2.safetensors"]  # no temporary file left
     assert ModelStore(tmp_path / "colleague").importModel(exported).name == "la-dtc-v2"  # loads as it is
     with pytest.raises(OSError):
-        store.export("other", tmp_path / "no-such-folder" / "m.pt")
+        store.export("other", tmp_path / "no-such-folder" / "m.safetensors")
 
 
 def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinished_ones(tinyModel, tmp_path, monkeypatch):
@@ -270,7 +271,7 @@ def test_model_store_imports_whole_models_under_free_names_and_ignores_unfinishe
     # A folder an import was killed in (just before its rename) is hidden: it is never listed.
     killed = store.root / ".import-killed"
     killed.mkdir()
-    (killed / "model.pt").write_bytes(tinyModel.read_bytes())
+    (killed / "model.safetensors").write_bytes(tinyModel.read_bytes())
     (killed / "metadata.json").write_text(json.dumps(first.metadata))
     assert [m.name for m in store.list()] == ["la", "la-2"]
     # Another process takes the free name between the choice and the rename: the next name is used.
@@ -290,4 +291,4 @@ def test_batch_training_past_its_timeout_stops_with_a_checkpoint_that_resume_con
 
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["iteration"]
     resumed = _batch("train", "--resume", "-o", tmp_path / "run", "--iterations", saved + 2)
-    assert resumed.returncode == 0 and (tmp_path / "run" / "model.pt").is_file(), resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0 and (tmp_path / "run" / "model.safetensors").is_file(), resumed.stdout + resumed.stderr

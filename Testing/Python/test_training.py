@@ -163,7 +163,7 @@ def test_unfinished_runs_have_a_checkpoint_and_no_model_and_unreadable_ones_are_
             (folder / file).write_bytes(b"")
         return folder
 
-    run("finished", "checkpoint.pt", "model.pt")
+    run("finished", "checkpoint.pt", "model.safetensors")
     run("exported", "progress.jsonl")  # no checkpoint yet: nothing to resume
     older = run("older", "checkpoint.pt")
     os.utime(older / "checkpoint.pt", (1, 1))

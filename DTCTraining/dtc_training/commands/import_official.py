@@ -13,14 +13,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"),
                    help="voxel spacing (mm) the model was trained at (LA: 0.625 0.625 0.625)")
     p.add_argument("--label-name", help='name of the structure ("Left atrium")')
+    p.add_argument("--metadata", type=Path, metavar="JSON",
+                   help="a JSON object of fields added to the model's metadata (e.g. its provenance and licence)")
 
 
 def run(args) -> int:
     from ..files import check_output
     from ..model_io import import_official
+    from .convert import read_extra_metadata
 
+    extra = read_extra_metadata(args.metadata)
     check_output(args.output)
-    overrides = {k: v for k, v in (("spacing", args.spacing), ("label_name", args.label_name)) if v is not None}
+    overrides = {**extra, **{k: v for k, v in (("spacing", args.spacing), ("label_name", args.label_name))
+                             if v is not None}}
     path = import_official(args.checkpoint, args.output, **overrides)
     print(f"wrote {path}")
     return 0

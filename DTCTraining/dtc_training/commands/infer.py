@@ -13,7 +13,7 @@ HELP = "segment volumes (NRRD, NIfTI, MHA, DICOM folders, folders of volumes) wi
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", type=Path, metavar="INPUT",
                    help="volume file, DICOM series folder, or folder of volume files")
-    p.add_argument("--model", type=Path, required=True, help="DTC model file (model.pt)")
+    p.add_argument("--model", type=Path, required=True, help="DTC model file (model.safetensors, or a .pt of earlier versions)")
     p.add_argument("-o", "--output", type=Path, required=True,
                    help="label file for one input (by its suffix: .nrrd, .nii.gz, .mha, ...), else a folder "
                         "receiving <input>-label.nrrd per input")

@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labeled", type=int, default=16, help="LA: first N cases of train.list are labeled (16)")
     p.add_argument("--unlabeled", type=int, help="LA: the next N cases are unlabeled (default: the rest)")
     p.add_argument("--holdout", type=int, default=0, help="LA: the last N cases are held out for validation")
-    p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.pt, logs)")
+    p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.safetensors, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --output that holds one (its checkpoint and model are replaced)")
