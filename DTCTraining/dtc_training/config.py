@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
+from .model_metadata import MAX_N_FILTERS, MAX_PATCH_SIDE  # what a model file may declare
 
 
 LR_SCHEDULES = ("step", "poly")
@@ -60,9 +61,10 @@ class TrainConfig:
             (self.iterations >= 1, "--iterations must be >= 1"),
             (self.labeled_batch >= 1, "--labeled-batch must be >= 1"),
             (self.unlabeled_batch >= 0, "--unlabeled-batch must be >= 0"),
-            (all(s >= 16 and s % 16 == 0 for s in self.patch_size),
-             f"--patch {self.patch_size}: each size must be a positive multiple of 16 (the VNet halves it 4 times)"),
-            (self.n_filters >= 1, "--n-filters must be >= 1"),
+            (all(16 <= s <= MAX_PATCH_SIDE and s % 16 == 0 for s in self.patch_size),
+             f"--patch {self.patch_size}: each size must be a multiple of 16 (the VNet halves it 4 times) "
+             f"from 16 to {MAX_PATCH_SIDE}"),
+            (1 <= self.n_filters <= MAX_N_FILTERS, f"--n-filters must be from 1 to {MAX_N_FILTERS}"),
             (0 <= self.seed < 2**32, "--seed must be in [0, 2^32)"),
             (self.lr > 0, "--lr must be positive"),
             (self.lr_step >= 1, "--lr-step must be >= 1 iteration"),

@@ -176,3 +176,13 @@ def test_the_expected_shapes_are_the_networks(in_channels, n_filters):
     state = DualTaskVNet(in_channels=in_channels, n_filters=n_filters).state_dict()
     assert expected_shapes({"in_channels": in_channels, "n_filters": n_filters}) == {
         k: tuple(v.shape) for k, v in state.items()}
+
+
+@pytest.mark.parametrize("change, message", [({"n_filters": 65}, "--n-filters must be from 1 to 64"),
+                                             ({"patch_size": [528, 112, 80]}, "from 16 to 512")])
+def test_a_training_whose_model_no_loader_would_accept_is_refused_before_it_starts(change, message):
+    from dtc_training.config import TrainConfig
+    from dtc_training.errors import InputError
+
+    with pytest.raises(InputError, match=message):
+        TrainConfig(**change).check()
