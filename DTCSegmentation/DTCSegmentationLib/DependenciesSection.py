@@ -12,7 +12,7 @@ class DependenciesSection:
     def __init__(self, ui, showDialogs: bool, error, startTimer, beforeInstall):
         self.ui = ui
         self.showDialogs = showDialogs
-        self.error = error  # (title, message): how the panel reports a failure
+        self.error = error  # (title, message, details): how the panel reports a failure
         self.startTimer = startTimer  # the panel's timer calls poll() while the device check runs
         self.beforeInstall = beforeInstall
         self.deviceCheck = None
@@ -22,13 +22,24 @@ class DependenciesSection:
                                     lambda: qt.QApplication.clipboard().setText(ui.dependencyStatusLabel.text))
 
     def ready(self) -> bool:
-        """Whether the backend can run, installing what is missing (asking first, where dialogs are shown)."""
+        """Whether the backend can run, installing what is missing (asking first, where dialogs are shown);
+        a failed install is a dialog saying why and what to do."""
         try:
             status = Dependencies.ensure(interactive=self.showDialogs)
         except Dependencies.DependencyError as e:
-            self.error(_("Missing dependencies"), str(e))
+            self.show()
+            self.error(_("Missing dependencies"), str(e), e.details)
             return False
         self.ui.dependencyStatusLabel.text = status.text()
+        return status.ok
+
+    def show(self) -> bool:
+        """Whether every package is there; shows what is missing, broken or wrong (a CPU-only PyTorch on a
+        computer with an NVIDIA GPU) in the opened section. Quick: reads package metadata, starts nothing."""
+        status = Dependencies.check()
+        if not status.ok or status.gpuAdvice:
+            self.ui.dependencyStatusLabel.text = Dependencies.report(status)
+            self.ui.dependenciesCollapsibleButton.collapsed = False
         return status.ok
 
     def onCheck(self):

@@ -102,9 +102,10 @@ class DTCPanel(VTKObservationMixin):
 
     def prepareInference(self):
         """Have the inference child load the chosen model now: the next Segment click then finds the backend
-        imported and the model loaded."""
+        imported and the model loaded. With a package missing or broken, no child: the Dependencies section
+        says what is missing, and a click on Segment offers to install it."""
         state = self.collectState()
-        if state.modelName:
+        if state.modelName and self.dependencies.show():
             request = self.logic.inference.prepare(state.modelName, state.segmenting)
             if request is not None and request.code is None:
                 self.modelLoad = (state.modelName, request)

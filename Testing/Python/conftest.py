@@ -2,6 +2,8 @@
 a fresh scene per test, phantom volumes built with the backend's phantom generator."""
 from __future__ import annotations
 
+import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -26,6 +28,19 @@ def noBuiltinModel(monkeypatch):
     """No built-in model unless a test gives one (`DTC_BUILTIN_MODELS`): the model shipped in the repository
     must not change what the tests see."""
     monkeypatch.setenv("DTC_BUILTIN_MODELS", "")
+
+
+def offlinePip(requirements):
+    """Slicer's `slicer.util.pip_install` with real pip and no network: pip's lines printed as Slicer prints
+    them, and CalledProcessError when it fails (an index on a closed local port, no configuration, one retry)."""
+    args = [sys.executable, "-m", "pip", "install", "--isolated", "--no-cache-dir", "--index-url",
+            "http://127.0.0.1:9/simple", "--retries", "1", "--timeout", "2", "--dry-run", "--ignore-installed"]
+    requirements = shlex.split(requirements) if isinstance(requirements, str) else list(requirements)
+    process = subprocess.Popen(args + requirements, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        print(line.rstrip())
+    if process.wait() != 0:
+        raise subprocess.CalledProcessError(process.returncode, args)
 
 
 @pytest.fixture
