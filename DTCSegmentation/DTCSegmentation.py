@@ -20,7 +20,7 @@ class DTCSegmentation(ScriptedLoadableModule):
         self.parent.title = _("DTC Segmentation")
         self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
         self.parent.dependencies = []
-        self.parent.contributors = ["DTCSegmentation developers"]
+        self.parent.contributors = ["DTCSegmentation developers (dtc-segmentation)"]
         self.parent.helpText = _(
             "Segment the left atrium in MRI with a Dual-task Consistency (DTC) network, correct it in the "
             "Segment Editor, and train your own models from labeled and unlabeled volumes in the background. "
@@ -54,16 +54,17 @@ class DTCSegmentationWidget(ScriptedLoadableModuleWidget):
 
 class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
     """Facade over the Qt-free logic classes; `getParameterNode()` gives the module's singleton
-    `vtkMRMLScriptedModuleNode`, read and written through `DTCSegmentationLib.Parameters`."""
+    `vtkMRMLScriptedModuleNode`, read and written through `DTCSegmentationLib.Parameters`. The model store
+    and the work folder are the user's unless given (the self-test's are temporary)."""
 
-    def __init__(self):
+    def __init__(self, store=None, workRoot=None):
         ScriptedLoadableModuleLogic.__init__(self)
         from DTCSegmentationLib.InferenceLogic import InferenceLogic
         from DTCSegmentationLib.ModelStore import ModelStore
         from DTCSegmentationLib.TrainingLogic import TrainingLogic
 
-        self.store = ModelStore()
-        self.training = TrainingLogic()
+        self.store = store or ModelStore()
+        self.training = TrainingLogic(workRoot=workRoot)
         self.inference = InferenceLogic(store=self.store)
 
     def state(self):
@@ -78,8 +79,10 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
 
 
 class DTCSegmentationTest(ScriptedLoadableModuleTest):
-    """Self-test (Reload and Test, ctest): scene export, validation and result import on real MRML,
-    no training (too slow for build machines); the full tests are in Testing/Python (pytest)."""
+    """Self-test (Reload and Test, ctest): the panel as a user drives it (DTCSegmentationLib.SelfTest: a
+    phantom and a small model made here, Segment, a short training started and stopped, its curve), and
+    scene export, validation and result import on real MRML. The pytest suite (Testing/Python) runs the
+    same panel steps on stand-ins for Slicer's widgets; it needs the dependencies (the Dependencies section)."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -87,6 +90,31 @@ class DTCSegmentationTest(ScriptedLoadableModuleTest):
     def runTest(self):
         self.setUp()
         self.test_resultImportAndValidation()
+        self.setUp()
+        self.test_panel()
+
+    def test_panel(self):
+        import os
+        import tempfile
+        import time
+        from pathlib import Path
+
+        import qt
+        from DTCSegmentationLib import Dependencies, SelfTest
+        from DTCSegmentationLib.ModelStore import ModelStore
+        from DTCSegmentationLib.Widget import DTCPanel
+
+        Dependencies.ensure(interactive=False)  # a missing package fails the test with its name
+        uiPath = os.path.join(os.path.dirname(__file__), "Resources", "UI", "DTCSegmentation.ui")
+        with tempfile.TemporaryDirectory() as folder:
+            logic = DTCSegmentationLogic(store=ModelStore(Path(folder) / "models"), workRoot=Path(folder) / "work")
+            container = qt.QWidget()
+            panel = DTCPanel(uiPath, qt.QVBoxLayout(container), logic, showDialogs=False)
+            try:
+                SelfTest.runPanelScenario(panel, lambda: (slicer.app.processEvents(), time.sleep(0.05)), folder,
+                                          self.delayDisplay)
+            finally:
+                panel.cleanup()
 
     def test_resultImportAndValidation(self):
         import tempfile

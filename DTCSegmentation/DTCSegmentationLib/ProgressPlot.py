@@ -1,5 +1,6 @@
-"""The live training curve as MRML nodes (table + plot series + chart), so the widget only has to show
-the chart in a `qMRMLPlotWidget`, and the same curve exists headless (and can be saved with the scene)."""
+"""The live training curve as MRML nodes (tables, plot series, a chart and a plot view showing it), so the
+widget only has to give the view node to its `qMRMLPlotWidget` (`setMRMLPlotViewNode`, the widget's only
+way in, as in Slicer's own plot views), and the same curve exists headless (and can be saved with the scene)."""
 from __future__ import annotations
 
 import slicer
@@ -36,6 +37,9 @@ class ProgressPlot:
             series.SetColor(*color)
             self.chart.AddAndObservePlotSeriesNodeID(series.GetID())
             self.series.append(series)
+        # a plot view of its own for the panel's widget, so the layout's plot views keep their charts
+        self.view = mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", f"{name} view")
+        self.view.SetPlotChartNodeID(self.chart.GetID())
         self._rows = {"loss": 0, "dice": 0}
 
     def _table(self, name, columns):

@@ -70,7 +70,7 @@ class TrainingSection:
         if self.plot is None:
             self.plot = ProgressPlot(slicer.mrmlScene)
         self.plot.clear()
-        self.ui.plotWidget.setMRMLPlotChartNode(self.plot.chart)
+        self.ui.plotWidget.setMRMLPlotViewNode(self.plot.view)
         self.logSeen = logSeen
         self.ui.trainingStatusLabel.text = _("Starting (exported data in {folder})").format(folder=self.job.outDir)
         self.startTimer()

@@ -248,12 +248,9 @@ class DTCPanel(VTKObservationMixin):
     def onOpenSegmentEditor(self):
         state = self.collectState()
         slicer.util.selectModule("SegmentEditor")
-        editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
+        editor = slicer.util.getModuleWidget("SegmentEditor").editor  # its qMRMLSegmentEditorWidget
         editor.setSegmentationNode(state.outputSegmentation)
-        if hasattr(editor, "setSourceVolumeNode"):
-            editor.setSourceVolumeNode(state.inputVolume)
-        else:  # Slicer < 5.4
-            editor.setMasterVolumeNode(state.inputVolume)
+        editor.setSourceVolumeNode(state.inputVolume)
 
     def onAddToTraining(self):
         state = self.collectState()

@@ -3,6 +3,7 @@ file, real MRML (slicer-core), a real `dtc train` and `dtc infer` child, a real 
 GUI is a stand-in (qt_stand_in.py: no Slicer GUI exists on these machines)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -12,8 +13,8 @@ import types
 import numpy as np
 import pytest
 import slicer
-from conftest import MODULE_DIR, PANEL_MODULES, addVolume, phantom
-from qt_stand_in import Answers, install
+from conftest import MODULE_DIR, PANEL_MODULES, addVolume, offlinePip, phantom
+from qt_stand_in import Answers, activate, install
 
 UI = MODULE_DIR / "Resources" / "UI" / "DTCSegmentation.ui"
 PANEL_IMPORTS = [f"DTCSegmentationLib.{name}" for name in PANEL_MODULES]
@@ -133,8 +134,10 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
     wait(panel, lambda: panel.training.job.finished)
     assert panel.training.job.state == "done", f"{panel.training.job.message} {gui.answers.errors}"
     assert "Added to the model store as 'panel-model'" in ui.trainingStatusLabel.text
-    assert ui.trainingProgressBar.value == 100 and "iteration" in ui.logTextEdit.text.lower()
-    assert panel.training.plot is not None and ui.plotWidget.chart is panel.training.plot.chart
+    assert ui.trainingProgressBar.value == 100 and "iteration" in ui.logTextEdit.plainText.lower()
+    plot = panel.training.plot  # shown as Slicer shows a chart: through a plot view node given to the widget
+    assert plot is not None and ui.plotWidget.mrmlPlotViewNode().GetPlotChartNodeID() == plot.chart.GetID()
+    assert plot.lossTable.GetTable().GetNumberOfRows() > 0
     assert ui.modelComboBox.currentText == "panel-model" and ui.modelsTable.rowCount == 1
     assert ui.addPairButton.enabled and ui.trainButton.enabled
 
@@ -145,7 +148,7 @@ def test_train_then_segment_then_add_the_result_to_the_labeled_set(gui, scene, t
     wait(panel, lambda: panel.segmentJob.finished)
     assert panel.segmentJob.state == "done", panel.segmentJob.message
     result = ui.outputSegmentationSelector.currentNode()
-    assert result is panel.segmentJob.segmentationNode and ui.show3DButton.segmentationNode is result
+    assert result is panel.segmentJob.segmentationNode and ui.show3DButton.segmentationNode() is result
     assert result.GetSegmentation().GetSegment(panel.segmentJob.segmentId).GetName() == "Left atrium"
     assert not panel.timer.active  # nothing left to follow
 
@@ -174,7 +177,7 @@ def test_one_inference_child_started_on_entering_serves_every_click_and_ends_wit
     assert not panel.timer.active
     panel.logic.store.importModel(tinyModel, "la-copy")
     panel.models.refresh()
-    panel.ui.modelComboBox.activate(panel.ui.modelComboBox.findText("la-copy"))  # the user picks another model
+    activate(panel.ui.modelComboBox, panel.ui.modelComboBox.findText("la-copy"))  # the user picks another model
     assert server.preloaded.body["load"]["model"] == str(panel.logic.store.get("la-copy").path)
     wait(panel, lambda: panel.modelLoad is None)
     assert panel.ui.segmentStatusLabel.text == "Model 'la-copy' loaded: ready to segment."
@@ -268,7 +271,7 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_m
     job = panel.training.job
     assert job.state == "stopped" and ui.resumeButton.enabled and ui.trainButton.enabled
     stoppedAt = job.monitor.iteration
-    logLines = ui.logTextEdit.text.count("\n")
+    logLines = ui.logTextEdit.plainText.count("\n")
     ui.iterationsSpinBox.value = stoppedAt + 2  # the user shortens the run before resuming it
     ui.trainingPrecisionComboBox.setCurrentText("fp32")  # and pins the precision (auto before)
     ui.resumeButton.click()
@@ -276,7 +279,7 @@ def test_stop_saves_a_checkpoint_and_resume_finishes_with_the_settings_changed_m
     assert job.state == "done", job.message
     assert json.loads((job.outDir / "train_config.json").read_text())["config"]["amp"] == "off"
     assert job.monitor.iteration == stoppedAt + 2 and ui.modelsTable.rowCount == 1
-    assert ui.logTextEdit.text.count("\n") > logLines  # the log goes on where it was, not from the start
+    assert ui.logTextEdit.plainText.count("\n") > logLines  # the log goes on where it was, not from the start
     assert gui.answers.errors == []
 
 
@@ -311,15 +314,49 @@ def test_dependency_check_reports_the_training_python_devices_and_copies_the_rep
     wait(panel, lambda: panel.dependencies.deviceCheck is None, timeout=120)
     assert "cpu" in ui.dependencyStatusLabel.text.lower()
     ui.copyReportButton.click()
-    assert gui.answers.clipboard == ui.dependencyStatusLabel.text
+    assert gui.answers.clipboard.text() == ui.dependencyStatusLabel.text
 
 
-def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene, monkeypatch):
-    editor = types.SimpleNamespace(setSegmentationNode=lambda node: setattr(editor, "segmentation", node),
-                                   setSourceVolumeNode=lambda node: setattr(editor, "source", node))
-    representation = types.SimpleNamespace(self=lambda: types.SimpleNamespace(editor=editor))
-    monkeypatch.setattr(slicer.modules, "segmenteditor",
-                        types.SimpleNamespace(widgetRepresentation=lambda: representation), raising=False)
+def test_entering_with_a_package_missing_starts_no_child_and_a_failed_install_says_why(gui, scene, tinyModel,
+                                                                                      monkeypatch):
+    realFindSpec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "monai" else realFindSpec(name, *a))
+    monkeypatch.setattr(slicer.util, "pip_install", offlinePip)  # real pip, without a network
+    panel = gui.open()
+    ui = panel.ui
+    panel.logic.store.importModel(tinyModel, "la")
+    panel.models.refresh()
+    ui.inputVolumeSelector.setCurrentNode(addVolume(scene, phantom(0, size=(24, 24, 24))[0], "scan"))
+    panel.enter()
+    assert panel.logic.inference.server.process is None and panel.modelLoad is None  # no child
+    assert "broken: cannot be imported" in ui.dependencyStatusLabel.text  # metadata without its files
+    assert not ui.dependenciesCollapsibleButton.collapsed
+    ui.segmentButton.click()  # asks to install, which fails for want of a network
+    assert panel.segmentJob is None and panel.logic.inference.server.process is None
+    assert len(gui.answers.errors) == 1 and gui.answers.errors[0].startswith(
+        "Missing dependencies: monai>=1.3 (through pip) could not be installed: the package index could not be reached")
+    assert "Some packages are missing or broken" in ui.dependencyStatusLabel.text
+
+
+def test_the_self_test_steps_pass_on_the_panel(gui, scene, tmp_path):
+    # DTCSegmentationTest runs these steps in Slicer on the real widgets; here the event loop is the test's
+    from DTCSegmentationLib import SelfTest
+
+    panel = gui.open()
+    shown = []
+
+    def pump():
+        if panel.timer.active:
+            panel.onTimer()
+        time.sleep(0.2)
+
+    SelfTest.runPanelScenario(panel, pump, tmp_path, shown.append)
+    assert shown[-1] == "Self-test passed" and gui.answers.errors == []
+    assert panel.training.job.state == "stopped" and SelfTest.plottedPoints(panel.ui) >= 2
+
+
+def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene):
     volume = addVolume(scene, phantom(0, size=(24, 24, 24))[0], "case")
     segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "case segmentation")
     panel = gui.open()
@@ -327,7 +364,8 @@ def test_open_in_segment_editor_selects_the_result_and_its_volume(gui, scene, mo
     panel.ui.outputSegmentationSelector.setCurrentNode(segmentation)
     assert panel.ui.openSegmentEditorButton.enabled
     panel.ui.openSegmentEditorButton.click()
-    assert (editor.segmentation, editor.source) == (segmentation, volume)
+    editor = gui.answers.segmentEditor
+    assert (editor.segmentationNode(), editor.sourceVolumeNode()) == (segmentation, volume)
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="fails for want of a GPU, which this machine has")

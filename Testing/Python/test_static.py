@@ -135,15 +135,6 @@ def test_every_parameter_combo_box_offers_exactly_the_values_its_parameter_accep
         assert items[widget] == [str(v) for v in accepted[field]], f"{widget} offers {items[widget]}"
 
 
-def test_ui_root_passes_the_scene_to_every_mrml_widget():
-    tree = ET.parse(UI)
-    widgets = uiWidgets()
-    receivers = {c.findtext("receiver") for c in tree.iter("connection") if c.findtext("slot") == "setMRMLScene(vtkMRMLScene*)"}
-    mrml = {n for n, c in widgets.items() if c.startswith("qMRML") and n != "DTCSegmentation"}
-    assert mrml <= receivers
-    assert widgets["DTCSegmentation"] == "qMRMLWidget"
-
-
 S4EXT_FIELDS = ["scm", "scmurl", "scmrevision", "depends", "build_subdirectory", "homepage", "contributors",
                 "category", "iconurl", "status", "description", "screenshoturls", "enabled"]
 
