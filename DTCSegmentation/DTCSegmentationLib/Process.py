@@ -116,12 +116,13 @@ class ChildProcess:
         return self._proc.returncode
 
     def killTree(self) -> None:
-        """End the process and everything it started (psutil while it runs, and its process group). Also
-        called after a normal exit, to reap workers the child may have left behind: by then its pid may
-        belong to an unrelated process, so only the group, which outlives its leader, is signalled."""
+        """End the process and everything it started (psutil, where installed, while it runs; its process
+        group on POSIX; taskkill /T on Windows). Also called after a normal exit, to reap workers the child
+        may have left behind: by then its pid may belong to an unrelated process, so only the group, which
+        outlives its leader, is signalled."""
         if self._proc.poll() is None:
             try:
-                import psutil  # shipped with Slicer; optional elsewhere
+                import psutil  # where installed (Slicer 5.8 and 5.10 do not ship it): the group or taskkill suffice
 
                 try:
                     parent = psutil.Process(self.pid)

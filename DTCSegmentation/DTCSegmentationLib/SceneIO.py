@@ -39,7 +39,9 @@ def scene() -> "slicer.vtkMRMLScene":
 
 def segmentationsLogic(mrmlScene=None):
     """The Segmentations module logic. In Slicer it exists already; under slicer-core it is created once per
-    scene together with an application logic, which registers the representation converters."""
+    scene together with an application logic, which registers the representation converters, and the
+    default colour tables, which Slicer's Colors module adds: a labelmap's display node looks up
+    "vtkMRMLColorTableNodeLabels" and VTK warns that it "can't be found" without them."""
     mrmlScene = mrmlScene or scene()
     modules = getattr(slicer, "modules", None)
     if modules is not None and hasattr(modules, "segmentations"):
@@ -48,11 +50,14 @@ def segmentationsLogic(mrmlScene=None):
     if key not in _logics or _logics[key][0] is not mrmlScene:
         app = slicer.vtkSlicerApplicationLogic()
         app.SetMRMLScene(mrmlScene)
+        colors = slicer.vtkMRMLColorLogic()  # the built-in tables only: no color files outside Slicer
+        colors.SetMRMLScene(mrmlScene)
+        app.SetColorLogic(colors)
         logic = slicer.vtkSlicerSegmentationsModuleLogic()
         logic.SetMRMLScene(mrmlScene)
         logic.SetMRMLApplicationLogic(app)
-        _logics[key] = (mrmlScene, app, logic)
-    return _logics[key][2]
+        _logics[key] = (mrmlScene, app, colors, logic)
+    return _logics[key][-1]
 
 
 # ---------------------------------------------------------------------------------------------- volumes
@@ -97,6 +102,7 @@ def readVolume(path: str | os.PathLike, name: str | None = None, labelmap: bool 
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     cls = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    segmentationsLogic(mrmlScene)  # under slicer-core: the colour tables that display nodes look up
     node = mrmlScene.AddNewNodeByClass(cls, name or path.name.split(".")[0])
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))

@@ -8,6 +8,7 @@ use unions or builtin generics (PEP 604/585)."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 
@@ -99,3 +100,12 @@ def test_the_annotation_check_reports_what_vermin_passes(tmp_path):
         "start the module with `from __future__ import annotations`"]
     assert evaluatedAnnotationProblems(postponed) == [
         "postponed.py line 5: 'int | str' is a union of types (Python 3.10)"]
+
+
+def test_the_floor_is_the_one_the_package_and_the_documents_state():
+    import tomllib
+
+    project = tomllib.loads((REPO / "DTCTraining" / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == f">={FLOOR}"
+    for name in ("README.md", "docs/slicer.md", "DTCSegmentation.s4ext", "CMakeLists.txt"):
+        assert re.search(r"5\.8 (and|or) later", (REPO / name).read_text(encoding="utf-8")), name

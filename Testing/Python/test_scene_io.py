@@ -167,3 +167,16 @@ def test_an_empty_result_on_a_roi_grid_reads_back_as_background(scene, tmp_path)
     assert seg.GetSegmentation().GetSegment(segmentId).GetName() == "Left atrium"
     result = SceneIO.segmentArray(seg, segmentId, volume)
     assert result.shape == image.shape and not result.any()
+
+
+def test_a_labelmap_read_outside_slicer_finds_its_colour_table_without_a_vtk_warning(scene, tmp_path, capfd):
+    # Slicer's Colors module adds the default colour tables; under slicer-core SceneIO adds them, or every
+    # `batch.py segment` ends with "the color table node: vtkMRMLColorTableNodeLabels can't be found"
+    path = SceneIO.writeVolume(addVolume(scene, np.ones((4, 4, 4), np.uint8), "label", labelmap=True),
+                               tmp_path / "label.nrrd")
+    capfd.readouterr()  # the test's own labelmap, made on a bare scene, may warn: not SceneIO's business
+    fresh = slicer.vtkMRMLScene()
+    labelmap = SceneIO.readVolume(path, labelmap=True, mrmlScene=fresh)
+    assert labelmap.GetDisplayNode().GetColorNode() is not None
+    fresh.Clear(1)
+    assert "can't be found" not in capfd.readouterr().err

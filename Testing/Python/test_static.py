@@ -148,6 +148,12 @@ def test_extension_description_has_what_the_index_needs():
     for key in S4EXT_FIELDS:
         assert fields.get(key), f".s4ext lacks {key}"
     assert fields["depends"] == "PyTorch" and fields["category"] == "Segmentation"
+    # the index's form "Name (Organization), ...", the same in the .s4ext, CMake and the module's credits
+    contributors = fields["contributors"]
+    assert re.fullmatch(r"[^,()]+ \([^()]+\)(, [^,()]+ \([^()]+\))*", contributors), contributors
+    module = (MODULE_DIR / "DTCSegmentation.py").read_text()
+    assert f'set(EXTENSION_CONTRIBUTORS "{contributors}")' in (REPO / "CMakeLists.txt").read_text()
+    assert f"self.parent.contributors = {contributors.split(', ')!r}".replace("'", '"') in module
     cmake = (REPO / "CMakeLists.txt").read_text()
     assert re.search(r"project\(DTCSegmentation\)", cmake)
     assert 'set(EXTENSION_DEPENDS "PyTorch")' in cmake
