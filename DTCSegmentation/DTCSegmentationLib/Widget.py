@@ -44,7 +44,7 @@ class DTCPanel(VTKObservationMixin):
         self.uiWidget.setMRMLScene(slicer.mrmlScene)
         self.pairsTable = LabeledPairsTable(self.ui.labeledTable, self.onInputsChanged)
         self.models = ModelsSection(self.ui, logic.store, self.uiWidget, self.showDialogs, self._error,
-                                    self.onInputsChanged)
+                                    self.onInputsChanged, lambda: self.timer.start())
         self.segmentJob = None
         self.modelLoad = None  # (model name, load request) while the inference child loads it ahead of a click
         self._loading = False
@@ -95,6 +95,7 @@ class DTCPanel(VTKObservationMixin):
             self.logic.inference.cancel(self.segmentJob)
         self.logic.inference.shutdown()
         self.dependencies.cleanup()
+        self.models.cleanup()
 
     def enter(self):
         self.loadFromParameterNode()
@@ -186,7 +187,7 @@ class DTCPanel(VTKObservationMixin):
             getattr(ui, name).enabled = not running
         problems = []
         if not state.modelName:
-            problems.append(_("no model: train one or import one (Models section)"))
+            problems.append(_("no model: download, import or train one (Models section)"))
         if state.inputVolume is None:
             problems.append(_("choose an input volume"))
         problems += state.segmenting.problems()
@@ -204,7 +205,8 @@ class DTCPanel(VTKObservationMixin):
         if self.modelLoad is not None and self.logic.inference.server.poll(self.modelLoad[1]) is not None:
             self._modelLoaded()
         checking = self.dependencies.poll()
-        busy = self.training.running or self._segmenting() or self.modelLoad is not None or checking
+        downloading = self.models.follow()
+        busy = self.training.running or self._segmenting() or self.modelLoad is not None or checking or downloading
         if not busy:
             self.timer.stop()
         self.updateButtons()
