@@ -37,13 +37,13 @@ demo: install
 	$(BIN)/dtc make-phantoms -o $(DEMO)/phantoms --count 10 --labeled 3 --validation 2 --size 80 80 56 --seed 1
 	$(BIN)/dtc train --datalist $(DEMO)/phantoms/datalist.json -o $(DEMO)/run --iterations 150 \
 		--patch 48 48 48 --n-filters 8 --val-every 50 --precise-bn 20 --lr-schedule step --progress bar
-	$(BIN)/dtc infer --model $(DEMO)/run/model.pt -o $(DEMO)/predictions \
+	$(BIN)/dtc infer --model $(DEMO)/run/model.safetensors -o $(DEMO)/predictions \
 		$(DEMO)/phantoms/images/phantom_008.nrrd $(DEMO)/phantoms/images/phantom_009.nrrd
 	$(BIN)/dtc evaluate --pred $(DEMO)/predictions/phantom_008-label.nrrd $(DEMO)/predictions/phantom_009-label.nrrd --gt $(DEMO)/phantoms/labels/phantom_008.nrrd $(DEMO)/phantoms/labels/phantom_009.nrrd \
 		--json $(DEMO)/metrics.json
-	$(BIN)/python DTCSegmentation/Scripts/batch.py segment --model $(DEMO)/run/model.pt -o $(DEMO)/segmentations \
+	$(BIN)/python DTCSegmentation/Scripts/batch.py segment --model $(DEMO)/run/model.safetensors -o $(DEMO)/segmentations \
 		$(DEMO)/phantoms/images/phantom_009.nrrd
-	@echo "Demo done: model $(DEMO)/run/model.pt, label maps $(DEMO)/predictions, Slicer segmentations $(DEMO)/segmentations"
+	@echo "Demo done: model $(DEMO)/run/model.safetensors, label maps $(DEMO)/predictions, Slicer segmentations $(DEMO)/segmentations"
 
 clean:
 	rm -rf $(VENV) $(DEMO)
