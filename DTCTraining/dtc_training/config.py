@@ -4,6 +4,7 @@ development split showed better at equal training time (docs/benchmarks.md); `--
 official recipe exactly."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from .errors import InputError
@@ -84,6 +85,9 @@ class TrainConfig:
             (self.spacing is None or all(s > 0 for s in self.spacing), "--spacing must be positive"),
         ]
         problems = [message for ok, message in rules if not ok]
+        # NaN fails every rule above, but an infinity passes a lower bound (a config from a checkpoint or the API)
+        problems += [f"--{f.name.replace('_', '-')} must be a finite number" for f in fields(self)
+                     if any(isinstance(v, float) and not math.isfinite(v) for v in _values(getattr(self, f.name)))]
         if problems:
             raise InputError(problems)
 
@@ -101,3 +105,7 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{**OFFICIAL_RECIPE, **{k: v for k, v in values.items() if k in known}})
+
+
+def _values(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else [value]

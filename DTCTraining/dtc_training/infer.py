@@ -18,7 +18,7 @@ import torch
 
 from .devices import resolve_device
 from .errors import InputError
-from .files import check_output
+from .files import check_outputs
 from .model import DualTaskVNet
 from .model_io import ModelFileError, load_model
 from .orientations import COUNTS, average_over_orientations
@@ -197,6 +197,17 @@ def probability_path(label_path: Path) -> Path:
     return label_path.with_name(f"{stem}-probability{image_suffix(label_path)}")
 
 
+def planned_files(inputs: Sequence[str | Path], output: str | Path,
+                  probability: bool = False) -> tuple[list[Path], list[Path], list[Path]]:
+    """What `segment_files` would read and write: the volumes (files or DICOM folders), the files they are
+    read from (a DICOM folder's slices), and the label maps then the probability maps it writes."""
+    volumes = collect_inputs(inputs)
+    labels = output_paths(volumes, output)
+    read = [Path(f) for v in volumes
+            for f in (sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(v)) if v.is_dir() else [v])]
+    return volumes, read, labels + ([probability_path(p) for p in labels] if probability else [])
+
+
 def _check_all(volumes: Sequence[Path]) -> None:
     """Read and check every input (each is read again when its turn comes); all problems at once."""
     problems = []
@@ -212,11 +223,11 @@ def _check_all(volumes: Sequence[Path]) -> None:
 def segment_files(inputs: Sequence[str | Path], model: Model, output: str | Path, *, probability: bool = False,
                   **options) -> list[dict]:
     """Segment every input (see collect_inputs) and write label maps (and probability maps) with each
-    input's geometry. Outputs are checked for writability before any work. Returns one report per input."""
-    volumes = collect_inputs(inputs)
-    labels = output_paths(volumes, output)
-    for path in labels:
-        check_output(path)
+    input's geometry. Outputs are checked before any work: writable, and none an input (`check_outputs`).
+    Returns one report per input."""
+    volumes, read, written = planned_files(inputs, output, probability)
+    check_outputs(written, read)
+    labels = written[:len(volumes)]
     if len(volumes) > 1:  # a bad input late in a folder must not stop the run after half the labels are written
         _check_all(volumes)
     reports = []

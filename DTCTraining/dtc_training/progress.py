@@ -1,13 +1,15 @@
 """Training progress: one JSON object per line on stdout (what the Slicer module and other GUIs
 parse) or a progress bar when stdout is a terminal; every event is also appended to
-`progress.jsonl` in the run folder, which survives restarts."""
+`progress.jsonl` in the run folder, which survives restarts. Both are strict JSON whatever happens: a loss
+that became NaN or infinite is written as the string "nan" or "inf", not as a bare NaN no parser accepts."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from .files import strict_json
 
 
 def _open_log(path: Path):
@@ -33,7 +35,7 @@ class ProgressReporter:
         if not self.enabled:
             return
         record = {"event": event, "time": round(time.time(), 3), **values}
-        line = json.dumps(record)
+        line = strict_json(record)
         if self.log:
             self.log.write(line + "\n")
             self.log.flush()

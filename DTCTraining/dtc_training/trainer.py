@@ -5,6 +5,7 @@ progress output. Under torchrun every rank runs this loop on its own share of ea
 the ranks agree each iteration on whether to stop."""
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -24,6 +25,7 @@ from .config import TrainConfig
 from .data import TrainingData
 from .devices import autocast_bf16, native_bf16, resolve_device
 from .distributed import DistributedError, World
+from .divergence import finite_weights, stop_diverged
 from .errors import InputError
 from .files import atomic_json_save
 from .losses import DTCLoss
@@ -36,6 +38,7 @@ from .volumes import TRAINING_ORIENTATION
 from .validation import validation_dice
 
 MODEL_NAME = "model.safetensors"
+PROGRESS_NAME, CONFIG_NAME = "progress.jsonl", "train_config.json"
 
 
 def select_device(requested: str) -> torch.device:
@@ -129,10 +132,10 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                         worker_init_fn=leave_stopping_to_the_main_process if workers else None,
                         # its own generator, so the loader never draws from the RNG that dropout uses
                         generator=torch.Generator().manual_seed(cfg.seed))
-    progress = ProgressReporter(out_dir / "progress.jsonl", progress_mode, enabled=world.is_main)
+    progress = ProgressReporter(out_dir / PROGRESS_NAME, progress_mode, enabled=world.is_main)
     if world.is_main:
         atomic_json_save({"config": cfg.to_dict(), "data": data.summary(), "ranks": world.size,
-                          "dtc_training_version": __version__}, out_dir / "train_config.json")
+                          "dtc_training_version": __version__}, out_dir / CONFIG_NAME)
     stop = StopRequest(out_dir / STOP_FILE, progress)
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
                   workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
@@ -182,7 +185,11 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                 ema.update_parameters(model)
 
             done = iteration + 1
-            terms, reason = _agree(world, terms, stop.requested)
+            terms, reason, finite = _agree(world, terms, stop.requested, finite_weights(model))
+            if not finite:  # before any checkpoint of these weights
+                last = saved["iteration"] if saved["iteration"] > 0 else None
+                return stop_diverged(progress, done, terms, cfg.lr, checkpoint_path if last else None, last,
+                                     world.is_main)
             rate = (done - start) / (time.perf_counter() - t0)
             progress.emit("progress", iteration=done, total=cfg.iterations, **terms, lr=cfg.lr_at(iteration),
                           it_per_s=round(rate, 4), eta_s=round((cfg.iterations - done) / rate, 1))
@@ -207,24 +214,31 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             progress.emit("precise_bn", batches=cfg.precise_bn)
         if data.validation:
             val_dice = _validate(final, data, cfg, world, progress, done)
-        if world.is_main:
+        code = EXIT_OK
+        if world.is_main and not finite_weights(final):  # statistics that --precise-bn recomputed
+            code = stop_diverged(progress, done, {}, cfg.lr, checkpoint_path, done, True)
+        elif world.is_main:
             model_path = save_model(out_dir / MODEL_NAME, final, _metadata(cfg, data, done, val_dice))
             progress.emit("done", model=str(model_path), iterations=done, val_dice=val_dice,
                           peak_memory_mb=peak_memory_mb(device))
         world.barrier()
-        return EXIT_OK
+        return code
     finally:
         stop.restore()
         progress.close()
 
 
-def _agree(world: World, terms: dict, reason: str | None) -> tuple[dict, str | None]:
-    """The loss terms averaged over the ranks, and a stop reason if any rank has one, so that all ranks
-    stop after the same iteration (a rank leaving alone would leave the others waiting for it)."""
+def _agree(world: World, terms: dict, reason: str | None,
+           finite: torch.Tensor) -> tuple[dict, str | None, bool]:
+    """The loss terms averaged over the ranks, a stop reason if any rank has one, and whether the loss terms
+    and every rank's weights are finite, so that all ranks stop after the same iteration (a rank leaving
+    alone would leave the others waiting for it); one exchange for all."""
     names = list(terms)
-    values = world.sum([terms[k] for k in names] + [float(reason == r) for r in STOP_REASONS])
-    reasons = [r for r, n in zip(STOP_REASONS, values[len(names):]) if n]
-    return {k: v / world.size for k, v in zip(names, values)}, (reason or (reasons[0] if reasons else None))
+    values = world.sum([terms[k] for k in names] + [finite] + [float(reason == r) for r in STOP_REASONS])
+    reasons = [r for r, n in zip(STOP_REASONS, values[len(names) + 1:]) if n]
+    finite = values[len(names)] == world.size and all(math.isfinite(v) for v in values[:len(names)])
+    return ({k: v / world.size for k, v in zip(names, values)}, (reason or (reasons[0] if reasons else None)),
+            finite)
 
 
 def _warn_if_other_data(trained_on: dict, now: dict) -> None:

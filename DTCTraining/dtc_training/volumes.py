@@ -2,6 +2,9 @@
 of the LA h5 files and of the patch size (112, 112, 80)."""
 from __future__ import annotations
 
+import errno
+import gzip
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -9,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from .errors import InputError
-from .files import atomic_write_named
+from .files import WriteError, atomic_write_named
 
 
 class VolumeError(InputError):
@@ -38,12 +41,55 @@ def read_image(path: str | Path) -> sitk.Image:
 
 
 def write_image(image: sitk.Image, path: str | Path, compress: bool = True) -> None:
-    """Write atomically (a failure or a kill never leaves a half-written file, also for .nhdr/.mhd with
-    their data file); a failure is an error naming the file."""
+    """Write atomically and verified (a failure, a kill or a full disk never leaves an empty or half-written
+    file under the name, also for .nhdr/.mhd with their data file); a failure is a WriteError naming it."""
     try:
-        atomic_write_named(path, lambda staged: sitk.WriteImage(image, str(staged), compress))
-    except (RuntimeError, OSError) as e:
-        raise VolumeError(f"{path}: cannot write the image ({str(e).strip().splitlines()[-1]})") from None
+        atomic_write_named(path, lambda staged: sitk.WriteImage(image, str(staged), compress),
+                           verify=lambda staged: check_image_file(staged, image))
+    except RuntimeError as e:
+        raise WriteError(errno.EIO, f"cannot write the image ({_last_line(e)})", str(path)) from None
+
+
+def check_image_file(path: str | Path, image: sitk.Image | None = None) -> None:
+    """What a writer has just left at `path` reads back: its header (SimpleITK's ReadImageInformation), of
+    `image`'s size when given, and for NIfTI all its voxel data, since ITK's NIfTI writer reports a short write
+    (a full disk) on stderr only, where the NRRD and MetaImage writers raise. A WriteError otherwise."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as e:
+        raise WriteError(errno.EIO, f"the written image does not read back ({_last_line(e)})", str(path)) from None
+    if image is not None and tuple(reader.GetSize()) != tuple(image.GetSize()):
+        raise WriteError(errno.EIO, f"the written image reads back as size {reader.GetSize()}, not "
+                                    f"{image.GetSize()}", str(path))
+    name = Path(path).name.lower()
+    if name.endswith((".nii", ".nii.gz")):
+        voxel = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), reader.GetNumberOfComponents())
+        expected = int(np.prod(reader.GetSize())) * voxel.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+        held = _gzip_length(path) if name.endswith(".gz") else os.path.getsize(path) - 348  # the NIfTI-1 header
+        if held < expected:
+            raise WriteError(errno.EIO, f"the written image holds {max(held, 0)} of its {expected} bytes of voxels",
+                             str(path))
+
+
+def _gzip_length(path: str | Path) -> int:
+    """The decompressed length of a gzip file, -1 where the stream is cut short."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while True:
+                chunk = f.read(1 << 20)
+                if not chunk:
+                    return total
+                total += len(chunk)
+    except (EOFError, OSError):
+        return -1
+
+
+def _last_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else type(error).__name__
 
 
 def check_image(image: sitk.Image, name: str | Path) -> None:

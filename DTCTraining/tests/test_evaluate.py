@@ -151,7 +151,7 @@ def test_a_list_of_the_layout_wins_over_a_file_of_that_name_in_the_current_folde
 def test_bad_arguments_are_clear_errors(tmp_path):
     assert run_dtc("evaluate", check=False).returncode == 2
     proc = run_dtc("evaluate", "--model", tmp_path / "m.pt", "--la-root", tmp_path, "--max-cases", 0, check=False)
-    assert proc.returncode == 2 and "--max-cases 0: must be at least 1" in proc.stderr
+    assert proc.returncode == 2 and "argument --max-cases: 0: must be at least 1" in proc.stderr
     proc = run_dtc("evaluate", "--model", tmp_path / "m.pt", "--la-root", tmp_path, check=False)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from dtc_training.files import atomic_json_save, atomic_write
-from dtc_training.volumes import VolumeError, write_image
+from dtc_training.files import WriteError, atomic_json_save, atomic_write
+from dtc_training.volumes import write_image
 
 
 @pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
@@ -60,6 +60,6 @@ def test_an_interrupted_image_write_keeps_the_old_image_and_leaves_nothing_else(
         raise failure
 
     monkeypatch.setattr(sitk, "WriteImage", write_then_fail)
-    with pytest.raises((VolumeError, KeyboardInterrupt)):
+    with pytest.raises((WriteError, KeyboardInterrupt)):
         write_image(sitk.GetImageFromArray(np.ones((2, 3, 4), np.uint8)), path)
     assert {f: (tmp_path / f).read_bytes() for f in os.listdir(tmp_path)} == before

@@ -190,7 +190,8 @@ def test_unwritable_output_folder(tmp_path):
 
 def test_output_path_blocked_by_a_file(tmp_path):
     (tmp_path / "file").write_text("")
-    assert_refused(train(tmp_path, [case(tmp_path, "a")], out=tmp_path / "file" / "run"), "not writable")
+    assert_refused(train(tmp_path, [case(tmp_path, "a")], out=tmp_path / "file" / "run"),
+                   f"{tmp_path / 'file'}: is a file, not a folder")
 
 
 def test_the_same_image_labeled_and_unlabeled(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..options import positive_int
 from ..orientations import COUNTS
 from ..precision import PRECISIONS
 
@@ -19,7 +20,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--la-root", type=Path, help="folder with '2018LA_Seg_Training Set' and the case lists")
     model.add_argument("--cases", default="test.list",
                        help="case list: a file, or a list name beside the cases folder (test.list)")
-    model.add_argument("--max-cases", type=int, help="only the first N cases of the list")
+    model.add_argument("--max-cases", type=positive_int, help="only the first N cases of the list")
     model.add_argument("--mode", choices=["fast", "official"], default="fast")
     model.add_argument("--window-size", choices=["patch", "volume"], default="patch",
                        help="fast-mode window size: patch (default) or volume (see dtc infer)")
@@ -38,28 +39,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from .. import evaluate as ev
     from ..errors import InputError
-    from ..files import check_output
+    from ..files import check_outputs
+    from ..la import case_path, layout_root
     from ..precision import inference_device, resolve_precision
 
     from_files, from_model = bool(args.pred or args.gt), bool(args.model or args.la_root)
     if from_files == from_model:
         raise InputError("give either --pred and --gt, or --model and --la-root")
-    for out in (args.json, args.csv):
-        if out:
-            check_output(out)
+    outputs = [out for out in (args.json, args.csv) if out]
     settings = {"largest_component": args.largest_component}
     if from_files:
         if not (args.pred and args.gt):
             raise InputError("--pred and --gt go together")
-        cases = ev.evaluate_files(ev.pair_files(args.pred, args.gt), largest_component=args.largest_component)
+        pairs = ev.pair_files(args.pred, args.gt)
+        check_outputs(outputs, [f for pair in pairs for f in pair])
+        cases = ev.evaluate_files(pairs, largest_component=args.largest_component)
     else:
         if not (args.model and args.la_root):
             raise InputError("--model and --la-root go together")
-        if args.max_cases is not None and args.max_cases < 1:
-            raise InputError(f"--max-cases {args.max_cases}: must be at least 1")
         from ..infer import Model  # torch and MONAI: only to run a model
 
         case_ids = _case_ids(args.la_root, args.cases)[: args.max_cases]
+        check_outputs(outputs, [args.model, Path(args.cases), layout_root(args.la_root) / args.cases,
+                                *(case_path(args.la_root, case_id) for case_id in case_ids)])
         model = Model.load(args.model, inference_device(args.device, args.precision))
         precision = resolve_precision(args.precision, args.mode, model.device)  # auto: what it will run in
         settings.update(model=str(args.model), mode=args.mode, orientations=args.tta, device=str(model.device),

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..options import positive_float
 from ..orientations import COUNTS
 from ..precision import PRECISIONS
 
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probability", action="store_true", help="also write <input>-probability maps")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if present; the CPU with --precision int8), cpu, cuda, cuda:N")
-    p.add_argument("--memory-gb", type=float, help="activation memory for fast-mode windows (default: 2.5 on "
-                                                    "the CPU, 80%% of free GPU memory)")
+    p.add_argument("--memory-gb", type=positive_float,
+                   help="activation memory for fast-mode windows (default: 2.5 on the CPU, 80%% of free GPU memory)")
     p.add_argument("--report", type=Path, help="write the per-input reports as JSON")
 
 
@@ -41,17 +42,13 @@ def run(args, models=None) -> int:
     """`models` (from `dtc serve`) keeps the loaded model between calls; without it the model is loaded here."""
     import logging
 
-    from ..errors import InputError
-    from ..files import atomic_json_save
-    from ..files import check_output
-    from ..infer import Model, segment_files
+    from ..files import atomic_json_save, check_outputs
+    from ..infer import Model, planned_files, segment_files
     from ..precision import inference_device, resolve_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if args.memory_gb is not None and args.memory_gb <= 0:
-        raise InputError(f"--memory-gb {args.memory_gb}: must be positive")
-    if args.report:
-        check_output(args.report)
+    _, read, written = planned_files(args.inputs, args.output, args.probability)
+    check_outputs(written + ([args.report] if args.report else []), [args.model, *read])
     device = inference_device(args.device, args.precision)
     model = models.get(args.model, device) if models is not None else Model.load(args.model, device)
     resolve_precision(args.precision, args.mode, model.device)  # refused before any input is read

@@ -26,11 +26,13 @@ import traceback
 from functools import partial
 from pathlib import Path
 
+from ..options import nonnegative_float
+
 HELP = "answer dtc infer requests (JSON lines on standard input) with models kept loaded between them"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--idle-exit", type=float, default=0, metavar="SECONDS",
+    p.add_argument("--idle-exit", type=nonnegative_float, default=0, metavar="SECONDS",
                    help="end after this many seconds without a request (default 0: never)")
     p.add_argument("--request", metavar="JSON", help="answer this one request instead of reading standard input")
 
@@ -59,7 +61,9 @@ class LoadedModel:
 
 def _event(event: str, **fields) -> None:
     """One JSON line, in one write: the reader thread's lines must not split the main thread's."""
-    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    from ..files import strict_json
+
+    sys.stdout.write(strict_json({"event": event, **fields}) + "\n")  # a request's id may be NaN
     sys.stdout.flush()
 
 
@@ -137,7 +141,7 @@ def run(args) -> int:
     threading.Thread(target=_read_requests, args=(requests,), name="dtc-serve-stdin", daemon=True).start()
     while True:
         try:
-            line = requests.get(timeout=args.idle_exit or None)
+            line = requests.get(timeout=min(args.idle_exit, threading.TIMEOUT_MAX) or None)
         except queue.Empty:
             _event("idle", seconds=args.idle_exit)
             return 0

@@ -6,20 +6,22 @@ import math
 from pathlib import Path
 
 from ..config import LR_SCHEDULES, RECIPES
+from ..options import finite_float, nonnegative_int, positive_float
 
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
 
 # Options that `--resume` may change; everything else comes from the checkpoint's configuration.
 RESUME_OVERRIDES = ("iterations", "device", "workers", "val_every", "checkpoint_every", "checkpoint_minutes", "amp",
-                    "precise_bn")
+                    "precise_bn", "lr")  # lr: a diverged run resumes from its last good checkpoint with a lower one
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of)")
     src.add_argument("--datalist", type=Path, help="decathlon-style JSON: labeled/training, unlabeled, validation")
     src.add_argument("--la-root", type=Path, help="UA-MT h5 layout (folder with train.list)")
-    p.add_argument("--labeled", type=int, default=16, help="LA: first N cases of train.list are labeled (16)")
-    p.add_argument("--unlabeled", type=int, help="LA: the next N cases are unlabeled (default: the rest)")
+    p.add_argument("--labeled", type=nonnegative_int, default=16,
+                   help="LA: first N cases of train.list are labeled (16)")
+    p.add_argument("--unlabeled", type=nonnegative_int, help="LA: the next N cases are unlabeled (default: the rest)")
     p.add_argument("--holdout", type=int, default=0, help="LA: the last N cases are held out for validation")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.safetensors, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
@@ -27,8 +29,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="start a new run in an --output that holds one (its checkpoint and model are replaced)")
     p.add_argument("--progress", choices=["auto", "json", "bar"], default="auto",
                    help="JSON lines on stdout, or a bar (auto: bar on a terminal)")
-    p.add_argument("--foreground-value", type=float, help="label value of the structure (default: any nonzero)")
-    p.add_argument("--val-fraction", type=float, default=0.0, help="hold out this share of the labeled cases")
+    p.add_argument("--foreground-value", type=finite_float, help="label value of the structure (default: any nonzero)")
+    p.add_argument("--val-fraction", type=finite_float, default=0.0, help="hold out this share of the labeled cases")
     cfg = p.add_argument_group("training (defaults: the official DTC configuration, but for the lr schedule and"
                                " the augmentations; see docs/training.md)")
     cfg.add_argument("--recipe", choices=sorted(RECIPES), default="default",
@@ -39,14 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--unlabeled-batch", type=int)
     cfg.add_argument("--patch", type=int, nargs=3, dest="patch_size", metavar=("X", "Y", "Z"))
     cfg.add_argument("--n-filters", type=int)
-    cfg.add_argument("--lr", type=float)
+    cfg.add_argument("--lr", type=finite_float)
     cfg.add_argument("--lr-schedule", choices=LR_SCHEDULES,
                      help="poly (default): (1 - t/T)^0.9 down to 0; step: x0.1 every --lr-step iterations (official)")
     cfg.add_argument("--lr-step", type=int, help="iterations per x0.1 step of the step schedule (2500)")
-    cfg.add_argument("--k", type=float, help="task-transform steepness (1500)")
-    cfg.add_argument("--levelset-weight", type=float, help="beta (0.3)")
-    cfg.add_argument("--consistency", type=float, help="final consistency weight (1.0)")
-    cfg.add_argument("--consistency-rampup", type=float, help="ramp length in ramp steps (40)")
+    cfg.add_argument("--k", type=finite_float, help="task-transform steepness (1500)")
+    cfg.add_argument("--levelset-weight", type=finite_float, help="beta (0.3)")
+    cfg.add_argument("--consistency", type=finite_float, help="final consistency weight (1.0)")
+    cfg.add_argument("--consistency-rampup", type=finite_float, help="ramp length in ramp steps (40)")
     cfg.add_argument("--rampup-step", type=int, help="iterations per ramp step (150)")
     cfg.add_argument("--seed", type=int)
     cfg.add_argument("--device", help="auto (CUDA if present), cpu, cuda, cuda:N")
@@ -54,13 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--workers", type=int, help="DataLoader workers (-1: min(4, cores - 1))")
     cfg.add_argument("--val-every", type=int, help="validation Dice every N iterations (0: at the end only)")
     cfg.add_argument("--checkpoint-every", type=int, help="checkpoint every N iterations (500)")
-    cfg.add_argument("--checkpoint-minutes", type=float, metavar="M",
+    cfg.add_argument("--checkpoint-minutes", type=finite_float, metavar="M",
                      help="and whenever M minutes have passed since the last checkpoint (10; 0: off)")
-    cfg.add_argument("--spacing", type=float, nargs=3, metavar=("X", "Y", "Z"), help="resample to this spacing (mm)")
+    cfg.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
+                     help="resample to this spacing (mm)")
     cfg.add_argument("--label-name", help='name of the structure ("Left atrium")')
     cfg.add_argument("--precise-bn", type=int, metavar="BATCHES",
                      help="recompute batch-norm statistics without dropout over N batches at the end (0: off)")
-    cfg.add_argument("--ema", type=float, metavar="DECAY",
+    cfg.add_argument("--ema", type=finite_float, metavar="DECAY",
                      help="keep an exponential moving average of the weights (e.g. 0.99) and save it as the model")
     cfg.add_argument("--intensity-augmentation", action=argparse.BooleanOptionalAction, default=None,
                      help="randomise brightness, contrast, gamma and noise (default on; not in the official method)")
@@ -68,7 +71,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="random rotations (up to 15 degrees) and scaling (0.85-1.15) of 30%% of the crops (default on; not in the official method)")
     cfg.add_argument("--low-contrast-augmentation", action=argparse.BooleanOptionalAction, default=None,
                      help="scale the intensities of 20%% of the crops by 0.2-1.0, as in low-contrast scans (default on; not in the official method)")
-    cfg.add_argument("--ce-weight", type=float, metavar="W",
+    cfg.add_argument("--ce-weight", type=finite_float, metavar="W",
                      help="add W x the labeled items' cross-entropy to the loss (default 0: the official code logs it only)")
     cfg.add_argument("--levelset-target", choices=["patch", "volume"],
                      help="level-set target computed on the cropped patch (official) or the whole labeled volume")
@@ -87,6 +90,21 @@ def _config(args):
         if key in given:
             setattr(saved, key, given[key])
     return saved
+
+
+def _input_files(args) -> list[Path]:
+    """The files the run reads, which none of its outputs may replace: the datalist and the volumes it lists,
+    or the LA layout's case list and cases."""
+    from ..data import read_datalist
+    from ..la import case_path, layout_root, read_case_list
+
+    if args.datalist is not None:
+        entries = read_datalist(args.datalist)
+        return [args.datalist, *(Path(entry[k]) for group in entries.values() for entry in group for k in entry)]
+    if args.la_root is not None:
+        return [layout_root(args.la_root) / "train.list",
+                *(case_path(args.la_root, case_id) for case_id in read_case_list(args.la_root))]
+    return []
 
 
 def _load_data(args, cfg):
@@ -124,10 +142,10 @@ def run(args) -> int:
     from ..devices import resolve_device
     from ..distributed import env_rank
     from ..errors import InputError
-    from ..files import check_writable_dir
+    from ..files import check_outputs, check_writable_dir
     from ..checkpoint import CHECKPOINT_NAME
     from ..runlock import hold_run_lock
-    from ..trainer import MODEL_NAME, train
+    from ..trainer import CONFIG_NAME, MODEL_NAME, PROGRESS_NAME, train
 
     cfg = _config(args)
     problems = []
@@ -143,6 +161,8 @@ def run(args) -> int:
     if problems:
         raise InputError(problems)  # all at once, before any data is read
     out = check_writable_dir(args.output)
+    check_outputs([out / name for name in (CHECKPOINT_NAME, MODEL_NAME, PROGRESS_NAME, CONFIG_NAME)],
+                  _input_files(args))
     # rank 0 holds the folder for all ranks of a torchrun job (they all write through it)
     with hold_run_lock(out) if env_rank() == 0 else contextlib.nullcontext():
         earlier = [name for name in (CHECKPOINT_NAME, MODEL_NAME) if (out / name).is_file()]
