@@ -102,6 +102,8 @@ OVERWRITES = {  # case: (command line, the output named, the input it is)
                                                       "link.nrrd", "scan.nrrd"),
     "import-official onto its .pth": (["import-official", "{w}/official.pth", "-o", "{w}/official.pth"],
                                       "official.pth", "official.pth"),
+    "convert onto its model by a link": (["convert", "{w}/model.safetensors", "-o", "{w}/results/model.safetensors"],
+                                         "results/model.safetensors", "model.safetensors"),
 }
 
 

@@ -33,11 +33,11 @@ def read_extra_metadata(path: Path | None) -> dict:
 
 
 def run(args) -> int:
-    from ..files import check_output
+    from ..files import check_outputs
     from ..model_io import convert_model
 
     extra = read_extra_metadata(args.metadata)
-    check_output(args.output)
+    check_outputs([args.output], [args.model, *([args.metadata] if args.metadata else [])])
     path = convert_model(args.model, args.output, args.precision, extra)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
