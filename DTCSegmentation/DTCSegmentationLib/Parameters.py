@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -115,8 +116,8 @@ class SegmentParameters:
         elif self.precision == "fp16" and self.device == "cpu":
             out.append("fp16 runs on CUDA only: choose device cuda or auto")
         out += _deviceProblems(self.device)
-        if self.memoryGb < 0:
-            out.append("the memory budget cannot be negative")
+        if not (self.memoryGb >= 0 and math.isfinite(self.memoryGb)):
+            out.append("the memory budget must be a finite number, not negative")
         if self.orientations not in ORIENTATION_COUNTS:
             out.append(f"test-time orientations {self.orientations!r} is not one of 1, 2, 4, 8")
         return out

@@ -23,7 +23,7 @@ import threading
 import time
 from typing import Iterable, Optional, Protocol, Sequence
 
-EVENTS = {"start", "progress", "validation", "checkpoint", "stopped", "done", "error",  # dtc train
+EVENTS = {"start", "progress", "validation", "checkpoint", "stopped", "done", "diverged", "error",  # dtc train
           "ready", "received", "answer", "idle"}  # dtc serve
 
 # Exit codes of `dtc` (dtc_training.cli), repeated here so this file imports nothing heavy.
@@ -31,6 +31,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 3
+EXIT_DIVERGED = 4
 
 EOF_GRACE_S = 5.0  # how long output may still arrive after the child exited
 
@@ -232,6 +233,8 @@ _MISSING = re.compile(r"(?:ModuleNotFoundError|ImportError): No module named '([
 def explainFailure(returnCode: Optional[int], logLines: Iterable[str]) -> str:
     """A sentence naming the cause of a failed child, from its exit code and output."""
     lines = list(logLines)
+    if returnCode == EXIT_DIVERGED:
+        return _divergedText(lines)
     text = "\n".join(lines)
     missing = _MISSING.findall(text)
     if missing:
@@ -250,3 +253,12 @@ def explainFailure(returnCode: Optional[int], logLines: Iterable[str]) -> str:
     last = tail[-1].strip() if tail else "no output"
     return f"The process failed with exit code {returnCode}: {last}"
 
+
+def _divergedText(lines: list) -> str:
+    """What a training that diverged (exit code 4) kept, from its `diverged` event."""
+    event = next((e for e in map(parseEvent, reversed(lines)) if e and e["event"] == "diverged"), {})
+    where = f" at iteration {event['iteration']}" if "iteration" in event else ""
+    kept = event.get("checkpoint_iteration")
+    return (f"The training diverged{where}: its loss or weights became NaN or infinite, so no model was saved. "
+            + (f"Its checkpoint of iteration {kept} is kept: lower the learning rate, then Resume continues from "
+               "it, or Train starts again." if kept else "Lower the learning rate and train again."))

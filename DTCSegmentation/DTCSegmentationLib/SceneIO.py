@@ -8,6 +8,7 @@ the same code runs inside Slicer and under plain Python with the `slicer-core` w
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
@@ -71,21 +72,40 @@ def isScalarVolume(node) -> bool:
 def _writeThroughStorageNode(node, storage, path: str | os.PathLike) -> Path:
     """Write `node` with a temporary storage node, atomically: into a private folder next to `path`
     (same file system; the storage node picks the format from the name and may leave scratch files
-    there), then renamed into place, so a crash or a full disk never leaves half a file."""
+    there), checked (not empty, its header reads back), then renamed into place, so a crash or a full disk
+    never leaves an empty or half file. A `path` that is a file the scene was read from is refused."""
+    # the backend's output guard and image check (imported here: the module loads where it is missing)
+    from dtc_training.files import WriteError, check_outputs
+    from dtc_training.volumes import check_image_file
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".dtc-write-", dir=path.parent))
     mrmlScene = node.GetScene()
+    check_outputs([path], _sceneFiles(mrmlScene))  # an InputError (a ValueError) naming both
+    scratch = Path(tempfile.mkdtemp(prefix=".dtc-write-", dir=path.parent))
     mrmlScene.AddNode(storage)
     try:
         storage.SetFileName(str(scratch / path.name))
-        if not storage.WriteData(node):
-            raise OSError(f"{path}: could not write {node.GetClassName()} {node.GetName()!r}")
+        try:
+            if not storage.WriteData(node):
+                raise WriteError(errno.EIO, f"could not write {node.GetClassName()} {node.GetName()!r}", "")
+            check_image_file(scratch / path.name)
+        except WriteError as e:
+            raise WriteError(e.errno, e.strerror, str(path)) from None
         os.replace(scratch / path.name, path)
     finally:
         mrmlScene.RemoveNode(storage)
         shutil.rmtree(scratch, ignore_errors=True)
     return path
+
+
+def _sceneFiles(mrmlScene) -> list[str]:
+    """The files the scene's nodes were read from (or saved to): inputs that an export must not replace."""
+    storages = mrmlScene.GetNodesByClass("vtkMRMLStorageNode")
+    names = []
+    for i in range(storages.GetNumberOfItems()):
+        storage = storages.GetItemAsObject(i)
+        names += [storage.GetFileName()] + [storage.GetNthFileName(j) for j in range(storage.GetNumberOfFileNames())]
+    return [name for name in names if name]
 
 
 def writeVolume(volumeNode, path: str | os.PathLike, compress: bool = False) -> Path:

@@ -131,7 +131,9 @@ class TrainingLogic:
         if earlier:  # exporting would replace its data under it
             raise ValueError(f"{outDir}: holds a training run already ({', '.join(earlier)}); resume it or "
                              "choose another folder")
-        outDir.mkdir(parents=True, exist_ok=True)
+        from dtc_training.files import check_writable_dir  # here: the module loads where the backend is missing
+
+        check_writable_dir(outDir)  # a file in the way is said plainly (an InputError, a ValueError)
         datalist = exportDataset(pairs, unlabeled, outDir / "data")
         return TrainingJob(outDir=outDir, datalist=datalist, params=params)
 
@@ -152,6 +154,8 @@ class TrainingLogic:
         done = job.monitor.checkpointIteration
         job.message = (f"Unfinished training from an earlier session in {outDir}"
                        + (f": checkpoint at iteration {done} of {job.monitor.total}" if done is not None else "")
+                       + (f"; it diverged at iteration {job.monitor.divergedAt}, so lower the learning rate first"
+                          if job.monitor.divergedAt is not None else "")
                        + ". Resume continues it; Train starts a new one.")
         return job
 

@@ -24,6 +24,7 @@ class TrainingMonitor:
     checkpointIteration: Optional[int] = None  # where a resume continues
     modelPath: str = ""
     stoppedAt: Optional[int] = None
+    divergedAt: Optional[int] = None  # the iteration whose loss or weights became NaN or infinite
     log: collections.deque = field(default_factory=lambda: collections.deque(maxlen=400))
     ignored: int = 0  # lines that were not events
     count: int = 0  # lines fed so far (the log keeps the last 400)
@@ -48,6 +49,7 @@ class TrainingMonitor:
             self.total = int(e.get("total") or self.total)
             self.device = str(e.get("device", ""))
             self.iteration = int(e.get("start_iteration", e.get("iteration", self.iteration)) or 0)
+            self.divergedAt = None
             # a run killed after its last checkpoint redoes those iterations: the curves drop the first try
             self.losses = [entry for entry in self.losses if entry[0] <= self.iteration]
             self.dice = [entry for entry in self.dice if entry[0] <= self.iteration]
@@ -66,6 +68,8 @@ class TrainingMonitor:
         elif kind == "stopped":
             self.stoppedAt = self.checkpointIteration = int(e.get("iteration", self.iteration))
             self.checkpoint = str(e.get("checkpoint", self.checkpoint))
+        elif kind == "diverged":
+            self.divergedAt = int(e["iteration"])
         elif kind == "done":
             self.modelPath = str(e.get("model", ""))
             self.iteration = int(e.get("iterations", self.iteration))

@@ -11,7 +11,9 @@
            exports the volumes through the scene (as the panel does), runs `dtc train`, optionally adds the
            model to the model store
 
-Exit codes: 0 success, 1 a job failed, 2 bad arguments or input, 3 training stopped (resumable).
+Exit codes: 0 success, 1 a job failed (a file that could not be written whole included), 2 bad arguments
+or input (an output that is one of the inputs included), 3 training stopped (resumable), 4 training diverged
+(its last good checkpoint is kept; resume with a lower --lr).
 """
 from __future__ import annotations
 
@@ -25,18 +27,20 @@ for candidate in (HERE.parent, HERE.parent.parent):  # source tree / installed e
         sys.path.insert(0, str(candidate))
 
 
-TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type
+TRAINING_OPTIONS = [  # batch.py option, TrainingParameters field, type ("finite": dtc's finite_float)
     ("--recipe", "recipe", str), ("--iterations", "iterations", int), ("--labeled-batch", "labeledBatch", int),
-    ("--unlabeled-batch", "unlabeledBatch", int), ("--patch", "patchSize", int), ("--lr", "learningRate", float),
-    ("--k", "k", float), ("--n-filters", "nFilters", int), ("--device", "device", str),
+    ("--unlabeled-batch", "unlabeledBatch", int), ("--patch", "patchSize", int), ("--lr", "learningRate", "finite"),
+    ("--k", "k", "finite"), ("--n-filters", "nFilters", int), ("--device", "device", str),
     ("--precision", "precision", str),
-    ("--val-fraction", "valFraction", float), ("--val-every", "valEvery", int),
+    ("--val-fraction", "valFraction", "finite"), ("--val-every", "valEvery", int),
 ]
 
 
 def _parser() -> argparse.ArgumentParser:
     from DTCSegmentationLib.Parameters import (MODES, ORIENTATION_COUNTS, PRECISIONS, RECIPES, TRAINING_PRECISIONS,
                                                WINDOW_SIZES, TrainingParameters)
+    # the backend's option types, so that a value dtc would refuse is refused here as it is parsed
+    from dtc_training.options import finite_float, nonnegative_float, positive_float
 
     p = argparse.ArgumentParser(prog="batch.py", description="DTCSegmentation batch processing")
     sub = p.add_subparsers(dest="command", required=True)
@@ -50,10 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="fast-mode arithmetic: auto (default: fp16 on CUDA, int8 on an x86-64 CPU), fp32, fp16, int8")
     s.add_argument("--device", default="auto")
-    s.add_argument("--memory-gb", type=float, default=0.0)
+    s.add_argument("--memory-gb", type=nonnegative_float, default=0.0, help="0: what the device has")
     s.add_argument("--tta", type=int, choices=ORIENTATION_COUNTS, default=1, help="test-time orientations (passes)")
     s.add_argument("--no-largest-component", action="store_true")
-    s.add_argument("--timeout", type=float, default=None, help="seconds per input")
+    s.add_argument("--timeout", type=positive_float, default=None, help="seconds per input")
     t = sub.add_parser("train", help="train a model from labeled and unlabeled volume files")
     t.add_argument("--labeled", nargs="+", default=[], metavar="IMAGE:LABEL")
     t.add_argument("--unlabeled", nargs="*", default=[], metavar="IMAGE")
@@ -61,13 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in OUTPUT")
     t.add_argument("--store-name", help="add the trained model to the model store under this name")
     # Unset options keep the panel's defaults, or with --resume the run's own parameters (of which dtc train
-    # lets --iterations, --device, --precision and --val-every change).
+    # lets --iterations, --device, --precision, --val-every and --lr change).
     d = TrainingParameters()
     choices = {"recipe": RECIPES, "precision": tuple(TRAINING_PRECISIONS)}
     for option, field, kind in TRAINING_OPTIONS:
-        t.add_argument(option, dest=field, type=kind, nargs=3 if field == "patchSize" else None,
+        t.add_argument(option, dest=field, type=finite_float if kind == "finite" else kind,
+                       nargs=3 if field == "patchSize" else None,
                        choices=choices.get(field), help=f"default {getattr(d, field)}")
-    t.add_argument("--timeout", type=float, default=None,
+    t.add_argument("--timeout", type=positive_float, default=None,
                    help="seconds; then the run stops with a checkpoint (exit 3) and --resume continues it")
     return p
 
@@ -85,6 +90,7 @@ def _segment(args) -> int:
     from DTCSegmentationLib import SceneIO
     from DTCSegmentationLib.InferenceLogic import InferenceLogic
     from DTCSegmentationLib.Parameters import SegmentParameters
+    from dtc_training.files import WriteError, check_outputs
 
     params = SegmentParameters(device=args.device, mode=args.mode, windowSize=args.window_size,
                                precision=args.precision, memoryGb=args.memory_gb, orientations=args.tta,
@@ -98,11 +104,11 @@ def _segment(args) -> int:
     try:
         if clashes:
             raise ValueError(f"several inputs would be written to {', '.join(clashes)}; segment them separately")
+        check_outputs(outputs, inputs)  # none replaces an input; the folder is made (an InputError otherwise)
         logic.store.readMetadata(logic.store.resolve(args.model))  # refused once, before any input
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    args.output.mkdir(parents=True, exist_ok=True)
     for path, output in zip(inputs, outputs):
         scene = SceneIO.scene()
         try:
@@ -110,6 +116,9 @@ def _segment(args) -> int:
             job = logic.segment(volume, args.model, params=params, timeout=args.timeout)
             out = SceneIO.writeSegmentation(job.segmentationNode, output)
             print(f"{path} -> {out}", flush=True)
+        except WriteError as e:  # not the input's fault: the disk's
+            print(f"error: {e}", file=sys.stderr, flush=True)
+            failures += 1
         except (OSError, ValueError) as e:
             print(f"error: {path}: {e}", file=sys.stderr, flush=True)
             if len(inputs) == 1:
@@ -133,6 +142,7 @@ def _train(args) -> int:
     from DTCSegmentationLib import SceneIO
     from DTCSegmentationLib.ModelStore import ModelStore
     from DTCSegmentationLib.Parameters import LabeledPair, TrainingParameters
+    from DTCSegmentationLib.Process import EXIT_DIVERGED
     from DTCSegmentationLib.TrainingLogic import TrainingLogic
 
     given = {field: tuple(v) if isinstance(v, list) else v
@@ -178,6 +188,9 @@ def _train(args) -> int:
     if job.state == "stopped":
         print(job.message, file=sys.stderr)
         return 3
+    if job.returnCode == EXIT_DIVERGED:
+        print(f"error: {job.message}", file=sys.stderr)
+        return EXIT_DIVERGED
     if job.state != "done":
         print(f"error: training failed: {job.message}\n{job.logTail(15)}", file=sys.stderr)
         return 1
