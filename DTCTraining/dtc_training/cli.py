@@ -33,6 +33,7 @@ COMMANDS = {
     "models": "models",
     "devices": "devices",
     "serve": "serve",
+    "rank": "rank",
 }
 
 

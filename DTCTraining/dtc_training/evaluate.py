@@ -52,9 +52,9 @@ def _one_per_case(files: list[Path], side: str) -> dict[str, Path]:
 
 def pair_files(predictions: Sequence[str | Path], truths: Sequence[str | Path]) -> list[tuple[Path, Path]]:
     """Two folders: files paired by case name (a `-label` suffix from `dtc infer` ignored, its
-    `-probability` maps skipped). Lists of files: paired in order."""
-    preds = [f for p in predictions for f in _volume_files(Path(p))
-             if not _case_name(f).endswith("-probability")]  # `dtc infer --probability` writes these beside labels
+    `-probability` and `-doubt` maps skipped). Lists of files: paired in order."""
+    preds = [f for p in predictions for f in _volume_files(Path(p))  # `dtc infer` writes these maps beside labels
+             if not _case_name(f).endswith(("-probability", "-doubt"))]
     gts = [f for g in truths for f in _volume_files(Path(g))]
     if all(Path(p).is_dir() for p in (*predictions, *truths)):
         by_name, truth_by_name = _one_per_case(preds, "predictions"), _one_per_case(gts, "ground truth")

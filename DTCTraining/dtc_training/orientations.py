@@ -20,14 +20,16 @@ def _orient(array: np.ndarray, swap: bool, axes: tuple) -> np.ndarray:
 
 
 def _restore(array: np.ndarray, swap: bool, axes: tuple) -> np.ndarray:
-    out = array.swapaxes(0, 1) if swap else array
-    return np.flip(out, axes) if axes else out
+    """The inverse of `_orient` on the last three axes, so that a result with channels first maps back too."""
+    out = array.swapaxes(-3, -2) if swap else array
+    return np.flip(out, tuple(a - 3 for a in axes)) if axes else out
 
 
 def average_over_orientations(predict: Callable[[np.ndarray], tuple[np.ndarray, dict]], array: np.ndarray,
                               count: int = 1) -> tuple[np.ndarray, dict]:
     """Mean of `predict`'s probabilities over the first `count` ORIENTATIONS of the (x, y, z) `array`;
-    `predict` returns (probabilities, info), and the info of the last pass is returned with `orientations`."""
+    `predict` returns (probabilities, info), the probabilities (x, y, z) or (channels, x, y, z), and the
+    info of the last pass is returned with `orientations`."""
     if count not in COUNTS:
         raise ValueError(f"orientations {count}: choose one of {', '.join(map(str, COUNTS))}")
     total, info = None, {}

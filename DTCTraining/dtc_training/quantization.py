@@ -25,7 +25,7 @@ from torch import nn
 
 from .errors import InputError
 from .phantoms import make_phantom
-from .sliding_window import FoldedVNet
+from .sliding_window import BothHeads, FoldedVNet
 from .volumes import zscore
 
 ENGINES = ("onednn", "x86", "fbgemm")  # quantized engines with 3D convolution kernels, fastest first
@@ -59,8 +59,10 @@ def calibration_window(size=CALIBRATION_SIZE) -> torch.Tensor:
     return torch.from_numpy(zscore(image))[None, None]
 
 
-def quantized_copy(folded: FoldedVNet, engine: str | None = None) -> nn.Module:
-    """An int8 copy of the folded network for the CPU: same call and output (sigmoid(seg), float32).
+def quantized_copy(folded: FoldedVNet | BothHeads, engine: str | None = None) -> nn.Module:
+    """An int8 copy of the folded network for the CPU: same call and output (sigmoid(seg), float32; for
+    `BothHeads`, also the level set, whose head stays in fp32: quantized, tanh's fixed 1/128 steps moved its
+    zero level by up to 0.06, a voxel or two, and the task transform sigmoid(-1500 z) is sharp there).
     `engine`: a torch quantized engine (benchmarks/int8_engines.py compares them); default: the first of
     `ENGINES` this torch has."""
     engine = engine or quantization_engine()
@@ -74,7 +76,8 @@ def quantized_copy(folded: FoldedVNet, engine: str | None = None) -> nn.Module:
     # 7-bit activations (0..127), as torch's x86 default: without VNNI the 8-bit products can saturate.
     qconfig = QConfig(activation=MinMaxObserver.with_args(dtype=torch.quint8, quant_min=0, quant_max=127),
                       weight=default_per_channel_weight_observer)
-    mapping = QConfigMapping().set_global(qconfig).set_object_type(nn.ConvTranspose3d, None)
+    mapping = (QConfigMapping().set_global(qconfig).set_object_type(nn.ConvTranspose3d, None)
+               .set_module_name_regex(r"(.*\.)?out_conv$", None).set_object_type(torch.tanh, None))
     window = calibration_window()
     # The tracer's per-node Python stack traces (debugging aids) cost about a second here: off while tracing.
     previous = torch.fx.config.do_not_emit_stack_traces

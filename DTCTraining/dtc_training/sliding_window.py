@@ -9,7 +9,8 @@
   BN-folded channels-last copy of the network with a forward that frees skip tensors early, fp16
   autocast on CUDA (unless asked for fp32), and out-of-memory fallback.
 
-Arrays are (x, y, z) float32; results are sigmoid probabilities of the segmentation head."""
+Arrays are (x, y, z) float32; results are sigmoid probabilities of the segmentation head, or, asked for the
+heads' doubt (`doubt_k`), the channels of `doubt.CHANNELS` (3, x, y, z) from the same forward passes."""
 from __future__ import annotations
 
 import copy
@@ -25,6 +26,7 @@ from monai.inferers import sliding_window_inference
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .doubt import doubt_channels
 from .errors import InputError
 from .model import DualTaskVNet
 
@@ -56,8 +58,9 @@ CPU_WINDOW_BATCH = 2
 
 class FoldedVNet(nn.Module):
     """Inference copy of a DualTaskVNet: BatchNorm folded into the preceding (transposed) convolution,
-    channels-last weights, the level-set head skipped, skip tensors released as soon as they are added.
-    Returns sigmoid(seg). Equal to the eval-mode network up to float rounding."""
+    channels-last weights, skip tensors released as soon as they are added. Returns sigmoid(seg), the
+    level-set head skipped (`heads` returns both; `BothHeads` is a network that does). Equal to the
+    eval-mode network up to float rounding."""
 
     def __init__(self, net: DualTaskVNet):
         super().__init__()
@@ -68,6 +71,16 @@ class FoldedVNet(nn.Module):
         self.net.to(memory_format=torch.channels_last_3d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net.out_conv2(self.features(x))).contiguous()
+
+    def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sigmoid(seg), tanh(levelset)) from one pass (the level set in any memory layout: a `contiguous`
+        would be quantized in the int8 copy, see `quantization.quantized_copy`)."""
+        x = self.features(x)
+        return torch.sigmoid(self.net.out_conv2(x)).contiguous(), torch.tanh(self.net.out_conv(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's output, which both heads read."""
         n = self.net
         x1 = n.block_one(x.contiguous(memory_format=torch.channels_last_3d))
         x2 = n.block_two(n.block_one_dw(x1))
@@ -81,7 +94,19 @@ class FoldedVNet(nn.Module):
             x = up(x)
             x += skips.pop(0)
             x = stage(x)
-        return torch.sigmoid(n.out_conv2(x)).contiguous()
+        return x
+
+
+class BothHeads(nn.Module):
+    """A FoldedVNet (its weights shared, not copied) that returns (sigmoid(seg), tanh(levelset)): the network
+    fast mode runs when the heads' doubt is asked for, and what its int8 copy is traced from."""
+
+    def __init__(self, folded: FoldedVNet):
+        super().__init__()
+        self.folded = folded
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.folded.heads(x)
 
 
 def _fold_sequential(seq: nn.Sequential) -> None:
@@ -173,33 +198,47 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in text or "can't allocate memory" in text
 
 
-def _run(predictor, array: np.ndarray, plan: WindowPlan, device: torch.device, amp: bool) -> np.ndarray:
+def _run(predictor, array: np.ndarray, plan: WindowPlan, device: torch.device, amp: bool,
+         doubt_k: float | None = None) -> np.ndarray:
+    """(x, y, z) probabilities; with `doubt_k` the predictor returns (sigmoid(seg), tanh(levelset)), and
+    the result is the (3, x, y, z) channels of `doubt.CHANNELS`, each blended as the probabilities are."""
     x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))[None, None]
 
     def predict(window: torch.Tensor) -> torch.Tensor:
         with torch.autocast("cuda", dtype=torch.float16, enabled=amp):
-            return predictor(window).float()
+            out = predictor(window)
+        return out.float() if doubt_k is None else doubt_channels(*out, doubt_k)
 
     with torch.inference_mode():
         out = sliding_window_inference(
             x, plan.roi, plan.batch, predict, overlap=plan.overlap, mode=plan.blend, sigma_scale=GAUSSIAN_SIGMA,
             padding_mode="constant", cval=0.0, sw_device=device, device="cpu",
         )
-    return out[0, 0].numpy()
+    return (out[0, 0] if doubt_k is None else out[0]).numpy()
 
 
-def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int], device: torch.device) -> tuple[np.ndarray, dict]:
+def predict_official(net: DualTaskVNet, array: np.ndarray, patch: Sequence[int], device: torch.device,
+                     doubt_k: float | None = None) -> tuple[np.ndarray, dict]:
+    """Official-mode probabilities; with `doubt_k` the channels of `doubt.CHANNELS` (the network computes
+    both heads anyway)."""
     plan = official_plan(array.shape, patch)
 
-    prob = _run(lambda window: torch.sigmoid(net(window)[0]), array, plan, device, amp=False)
+    def predictor(window):
+        seg, levelset = net(window)
+        return torch.sigmoid(seg) if doubt_k is None else (torch.sigmoid(seg), levelset)
+
+    prob = _run(predictor, array, plan, device, amp=False, doubt_k=doubt_k)
     return prob, {"mode": "official", "device": str(device), "windows": plan.windows, "window": list(plan.roi)}
 
 
 def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], device: torch.device,
                  n_filters: int, memory_gb: float | None = None,
-                 max_sides: Sequence[int] | None = None, fp16: bool = True) -> tuple[np.ndarray, dict]:
+                 max_sides: Sequence[int] | None = None, fp16: bool = True,
+                 doubt_k: float | None = None) -> tuple[np.ndarray, dict]:
     """Fast-mode probabilities of `network`, a FoldedVNet or its int8 copy, with fp16 autocast on CUDA
-    unless `fp16` is False (the CPU computes in the network's own arithmetic). Windows run CPU_WINDOW_BATCH
+    unless `fp16` is False (the CPU computes in the network's own arithmetic). With `doubt_k`, `network`
+    returns both heads (`BothHeads` or its int8 copy) and the result is the channels of `doubt.CHANNELS`
+    from the same passes. Windows run CPU_WINDOW_BATCH
     at a time on the CPU, as many as the memory budget holds on CUDA. On out-of-memory: halve the window
     batch, then the window size, then (on CUDA) move to the CPU; each step is logged."""
     max_voxels = max_window_voxels(device, n_filters, memory_gb, fp16)
@@ -211,7 +250,7 @@ def predict_fast(network: nn.Module, array: np.ndarray, patch: Sequence[int], de
             plan.batch = min(plan.batch, batch_cap)
         try:
             network.to(device)
-            prob = _run(network, array, plan, device, amp=fp16 and device.type == "cuda")
+            prob = _run(network, array, plan, device, amp=fp16 and device.type == "cuda", doubt_k=doubt_k)
             info = {"mode": "fast", "device": str(device), "windows": plan.windows, "window": list(plan.roi),
                     "window_batch": plan.batch}
             return prob, info

@@ -135,3 +135,18 @@ def test_one_request_given_as_an_argument_is_answered_without_reading_standard_i
     proc = run_dtc("serve", "--request", json.dumps(request), stdin=subprocess.DEVNULL)
     assert proc.stdout.splitlines()[-1] == '{"event": "answer", "id": 9, "code": 0}'
     assert sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "label.nrrd"))).any()
+
+
+def test_a_request_with_uncertainty_is_answered_with_each_scans_doubt(tmp_path):
+    model = threshold_model_file(tmp_path / "model.pt")
+    image, _, _ = ball_image()
+    sitk.WriteImage(image, str(tmp_path / "scan.nrrd"))
+    request = {"id": 3, "infer": ["--model", str(model), str(tmp_path / "scan.nrrd"), "-o", str(tmp_path / "out"),
+                                  "--uncertainty", "--device", "cpu", "--report", str(tmp_path / "report.json")]}
+    proc = run_dtc("serve", "--request", json.dumps(request), stdin=subprocess.DEVNULL)
+    answer = json.loads(proc.stdout.splitlines()[-1])
+    report = json.loads((tmp_path / "report.json").read_text())["reports"][0]
+    assert answer == {"event": "answer", "id": 3, "code": 0, "doubt": [
+        {"input": str(tmp_path / "scan.nrrd"), "doubt": str(tmp_path / "out" / "scan-doubt.nrrd"),
+         "doubt_score": report["doubt_score"]}]}
+    assert report["doubt_score"] is not None and (tmp_path / "out" / "scan-doubt.nrrd").is_file()

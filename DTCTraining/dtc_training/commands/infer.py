@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", type=int, choices=COUNTS, default=1, metavar="N",
                    help="average over N in-plane orientations seen in training (1, 2, 4 or 8; N passes; default 1)")
     p.add_argument("--probability", action="store_true", help="also write <input>-probability maps")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write <input>-doubt maps (where the two heads disagree, float32 in [0, 1], from the "
+                        "same network passes) and each scan's doubt score in the log and report")
     p.add_argument("--device", default="auto",
                    help="auto (CUDA if present; the CPU with --precision int8), cpu, cuda, cuda:N")
     p.add_argument("--memory-gb", type=positive_float,
@@ -38,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", type=Path, help="write the per-input reports as JSON")
 
 
-def run(args, models=None) -> int:
-    """`models` (from `dtc serve`) keeps the loaded model between calls; without it the model is loaded here."""
+def run(args, models=None, answer=None) -> int:
+    """`models` (from `dtc serve`) keeps the loaded model between calls; without it the model is loaded here.
+    `answer` (from `dtc serve`): a dict that receives each input's doubt map and score, when asked for."""
     import logging
 
     from ..files import atomic_json_save, check_outputs
@@ -47,14 +51,17 @@ def run(args, models=None) -> int:
     from ..precision import inference_device, resolve_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _, read, written = planned_files(args.inputs, args.output, args.probability)
+    _, read, written = planned_files(args.inputs, args.output, args.probability, args.uncertainty)
     check_outputs(written + ([args.report] if args.report else []), [args.model, *read])
     device = inference_device(args.device, args.precision)
     model = models.get(args.model, device) if models is not None else Model.load(args.model, device)
     resolve_precision(args.precision, args.mode, model.device)  # refused before any input is read
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
-                            window_size=args.window_size, orientations=args.tta, precision=args.precision)
+                            window_size=args.window_size, orientations=args.tta, precision=args.precision,
+                            uncertainty=args.uncertainty)
+    if answer is not None and args.uncertainty:
+        answer["doubt"] = [{key: r[key] for key in ("input", "doubt", "doubt_score")} for r in reports]
     if args.report:
         atomic_json_save({"model": str(args.model), "reports": reports}, args.report)
     return 0

@@ -9,7 +9,9 @@ Protocol, one JSON object per line:
                       {"event": "received", "id": 7} as soon as a request is read;
                       the request's log lines;
                       {"event": "answer", "id": 7, "code": 0}.
-`code` is the exit code `dtc infer` would have returned (0, 1 with a traceback, 2 with the message). A
+`code` is the exit code `dtc infer` would have returned (0, 1 with a traceback, 2 with the message). The
+answer to a successful request with `--uncertainty` also carries `"doubt": [{"input", "doubt", "doubt_score"},
+...]`: each scan's doubt map file and score, so the caller needs no report file. A
 `load` request loads a model ahead of its first scan, with its fast-mode network (BN folded, and quantized
 for int8): about 2 s that a clinician's first click then does not wait for. The process ends at the end of
 its input, or after `--idle-exit` seconds without a request, when it first prints {"event": "idle"}.
@@ -90,8 +92,8 @@ def preload(models: LoadedModel, model: str, device: str = "auto", precision: st
     return 0
 
 
-def answer(line: str, parser: argparse.ArgumentParser, models: LoadedModel) -> tuple[object, int]:
-    """Run one request line; its id and exit code."""
+def answer(line: str, parser: argparse.ArgumentParser, models: LoadedModel) -> tuple[object, int, dict]:
+    """Run one request line; its id, exit code and the answer's extra fields (see the module's docstring)."""
     from ..cli import EXIT_BAD_INPUT, EXIT_ERROR, run_command
 
     try:
@@ -105,14 +107,18 @@ def answer(line: str, parser: argparse.ArgumentParser, models: LoadedModel) -> t
                 raise TypeError("'infer' must be a list of strings")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         print(f"dtc serve: error: request {line.strip()[:200]!r} refused: {e}", file=sys.stderr)
-        return None, EXIT_BAD_INPUT
+        return None, EXIT_BAD_INPUT, {}
+    extra: dict = {}
     try:
-        return request_id, run_command(args or parser.parse_args(arguments))
+        if args is None:
+            args = parser.parse_args(arguments)
+            args.run = partial(args.run, answer=extra)
+        return request_id, run_command(args), extra
     except SystemExit as e:  # argparse has printed the usage error
-        return request_id, e.code if isinstance(e.code, int) else EXIT_BAD_INPUT
+        return request_id, e.code if isinstance(e.code, int) else EXIT_BAD_INPUT, {}
     except Exception:  # the process lives on: the next request may well succeed
         traceback.print_exc()
-        return request_id, EXIT_ERROR
+        return request_id, EXIT_ERROR, {}
 
 
 def run(args) -> int:
@@ -128,11 +134,11 @@ def run(args) -> int:
     _event("ready")
 
     def respond(line: str) -> None:
-        request_id, code = answer(line, parser, models)
+        request_id, code, extra = answer(line, parser, models)
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()  # give the GPU back to a training between clicks
         sys.stderr.flush()  # the request's messages before its answer
-        _event("answer", id=request_id, code=code)
+        _event("answer", id=request_id, code=code, **(extra if code == 0 else {}))
 
     if args.request is not None:
         respond(args.request)
