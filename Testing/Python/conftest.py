@@ -119,7 +119,32 @@ def tinyModel(tmp_path_factory):
     from dtc_training.model_io import save_model
 
     torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "model.safetensors"
-    meta = {"n_filters": 4, "in_channels": 1, "patch_size": [16, 16, 16], "spacing": None,
-            "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium", "data": {"source": "test"}}
-    return save_model(path, DualTaskVNet(in_channels=1, n_filters=4), meta)
+    return save_model(tmp_path_factory.mktemp("model") / "model.safetensors", DualTaskVNet(in_channels=1, n_filters=4),
+                      TINY_MODEL_METADATA)
+
+
+TINY_MODEL_METADATA = {"n_filters": 4, "in_channels": 1, "patch_size": [16, 16, 16], "spacing": None,
+                       "normalization": "zscore", "k": 1500.0, "label_name": "Left atrium", "data": {"source": "test"}}
+
+
+@pytest.fixture(scope="session")
+def brightModel(tmp_path_factory):
+    """A DTC model file whose network labels the voxels brighter than half an SD above the scan's mean,
+    whatever the orientation (channel 0 carries relu(z) from the first stage to the head through the last
+    skip): for tests of where a label lands, which an untrained network's near-threshold output cannot tell."""
+    import torch
+    from dtc_training.model import DualTaskVNet
+    from dtc_training.model_io import save_model
+
+    net = DualTaskVNet(in_channels=1, n_filters=4).eval()
+    with torch.no_grad():
+        for parameter in net.parameters():
+            parameter.zero_()
+        for layer in net.modules():
+            if isinstance(layer, torch.nn.BatchNorm3d):
+                layer.weight.fill_(1.0)  # running statistics 0 and 1: identity
+        net.block_one.conv[0].weight[0, 0, 1, 1, 1] = 1.0
+        net.block_nine.conv[0].weight[0, 0, 1, 1, 1] = 1.0
+        net.out_conv2.weight[0, 0] = 1.0
+        net.out_conv2.bias.fill_(-0.5)
+    return save_model(tmp_path_factory.mktemp("bright") / "model.safetensors", net, TINY_MODEL_METADATA)

@@ -116,7 +116,7 @@ def test_a_volume_under_a_transform_gets_its_segmentation_under_the_same_transfo
         logic.start(volume, str(tinyModel), roi=roi, params=PARAMS)
 
 
-def test_segment_inside_roi_only(scene, tinyModel, tmp_path):
+def test_segment_inside_roi_only(scene, brightModel, tmp_path):
     import vtk
 
     image, _ = phantom(6, size=(24, 24, 24))
@@ -126,16 +126,18 @@ def test_segment_inside_roi_only(scene, tinyModel, tmp_path):
     volume.GetIJKToRASMatrix(m)
     roi.SetCenter(*m.MultiplyPoint((8.0, 8.0, 8.0, 1.0))[:3])
     roi.SetSize(10, 10, 10)
-    # fp32: the untrained tiny model's probabilities sit at the threshold, where int8 rounding empties this crop
-    params = SegmentParameters(device="cpu", largestComponent=False, precision="fp32")
-    job = InferenceLogic(store=ModelStore(tmp_path)).segment(volume, str(tinyModel), roi=roi, params=params, timeout=120)
+    params = SegmentParameters(device="cpu", largestComponent=False)
+    job = InferenceLogic(store=ModelStore(tmp_path)).segment(volume, str(brightModel), roi=roi, params=params, timeout=120)
     result = SceneIO.segmentArray(job.segmentationNode, job.segmentId, volume)
-    assert result.shape == image.shape and result.any()
-    assert result[16:, :, :].sum() == 0 and result[:, 16:, :].sum() == 0 and result[:, :, 16:].sum() == 0
+    # The 10 mm ROI around voxel (8, 8, 8) at spacings (0.7, 0.9, 1.6) mm spans i 0.9-15.1, j 2.4-13.6 and
+    # k 4.9-11.1, so the crop (whole voxels around it) is k 4-12, j 2-14, i 0-16 in the (k, j, i) array.
+    inside = np.zeros(image.shape, bool)
+    inside[4:13, 2:15, 0:17] = True
+    assert result.shape == image.shape and result[inside].any() and not result[~inside].any()
     roi.SetCenter(*m.MultiplyPoint((200.0, 8.0, 8.0, 1.0))[:3])  # far outside the volume
     segmentations = scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
     with pytest.raises(ValueError, match="does not overlap"):
-        InferenceLogic(store=ModelStore(tmp_path)).start(volume, str(tinyModel), roi=roi, params=params)
+        InferenceLogic(store=ModelStore(tmp_path)).start(volume, str(brightModel), roi=roi, params=params)
     assert scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == segmentations  # nothing left behind
 
 
