@@ -23,10 +23,11 @@ class TrainingData:
     validation: list[dict] = field(default_factory=list)
     spacing: list[float] | None = None
     source: str = ""
+    selection: dict | None = None  # LA layout: the --labeled, --unlabeled and --holdout counts chosen
 
     def summary(self) -> dict:
-        return {"source": self.source, "labeled": len(self.labeled), "unlabeled": len(self.unlabeled),
-                "validation": len(self.validation)}
+        counts = {"labeled": len(self.labeled), "unlabeled": len(self.unlabeled), "validation": len(self.validation)}
+        return {"source": self.source, **counts, **({"selection": self.selection} if self.selection else {})}
 
 
 def _entries(raw: dict, key: str, base: Path, with_label: bool, where: Path) -> list[dict]:
@@ -171,6 +172,7 @@ def load_la(root: str | Path, labeled: int, unlabeled: int | None, holdout: int,
         validation=[case(i, True) for i in ids[len(ids) - holdout:]] if holdout else [],
         spacing=list(spacing) if spacing else list(la.SPACING),
         source=f"LA h5 layout at {root}",
+        selection={"labeled": labeled, "unlabeled": unlabeled, "holdout": holdout},
     )
 
 
@@ -182,4 +184,4 @@ def split_validation(data: TrainingData, fraction: float) -> TrainingData:
     if n >= len(data.labeled):
         raise InputError(f"--val-fraction {fraction} leaves no labeled case for training")
     return TrainingData(data.labeled[:-n], data.unlabeled, data.validation + data.labeled[-n:],
-                        data.spacing, data.source)
+                        data.spacing, data.source, data.selection)

@@ -19,10 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_argument_group("data (one of)")
     src.add_argument("--datalist", type=Path, help="decathlon-style JSON: labeled/training, unlabeled, validation")
     src.add_argument("--la-root", type=Path, help="UA-MT h5 layout (folder with train.list)")
-    p.add_argument("--labeled", type=nonnegative_int, default=16,
-                   help="LA: first N cases of train.list are labeled (16)")
-    p.add_argument("--unlabeled", type=nonnegative_int, help="LA: the next N cases are unlabeled (default: the rest)")
-    p.add_argument("--holdout", type=int, default=0, help="LA: the last N cases are held out for validation")
+    p.add_argument("--labeled", type=nonnegative_int,
+                   help="LA: first N cases of train.list are labeled (16; on --resume, the run's own)")
+    p.add_argument("--unlabeled", type=nonnegative_int,
+                   help="LA: the next N cases are unlabeled (the rest; on --resume, the run's own)")
+    p.add_argument("--holdout", type=nonnegative_int,
+                   help="LA: the last N cases are held out for validation (0; on --resume, the run's own)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.safetensors, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
@@ -107,6 +109,18 @@ def _input_files(args) -> list[Path]:
     return []
 
 
+def _la_selection(args) -> tuple[int, int | None, int]:
+    """--labeled, --unlabeled and --holdout as given; on --resume what is not given is the run's own (from
+    its checkpoint), so that a resume continues on the cases it started on, not on the defaults'."""
+    saved = {}
+    if args.resume:
+        from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
+
+        saved = load_checkpoint(args.output / CHECKPOINT_NAME).get("data", {}).get("selection") or {}
+    chosen = lambda name, default: getattr(args, name) if getattr(args, name) is not None else saved.get(name, default)
+    return chosen("labeled", 16), chosen("unlabeled", None), chosen("holdout", 0)
+
+
 def _load_data(args, cfg):
     from ..data import load_files, load_la, read_datalist, split_validation
     from ..errors import InputError
@@ -114,7 +128,7 @@ def _load_data(args, cfg):
     if (args.datalist is None) == (args.la_root is None):
         raise InputError("give exactly one of --datalist FILE or --la-root DIR")
     if args.la_root is not None:
-        data = load_la(args.la_root, args.labeled, args.unlabeled, args.holdout, cfg.spacing)
+        data = load_la(args.la_root, *_la_selection(args), cfg.spacing)
     else:
         data = load_files(read_datalist(args.datalist), cfg.spacing, args.foreground_value, str(args.datalist))
     if not data.labeled:
@@ -156,8 +170,8 @@ def run(args) -> int:
             problems += e.problems
     if args.resume and args.overwrite:
         problems.append("--resume continues the run in --output, --overwrite replaces it: give one of them")
-    if args.holdout < 0 or not 0 <= args.val_fraction < 1:
-        problems.append("--holdout must be >= 0 and --val-fraction in [0, 1)")
+    if not 0 <= args.val_fraction < 1:
+        problems.append("--val-fraction must be in [0, 1)")
     if problems:
         raise InputError(problems)  # all at once, before any data is read
     out = check_writable_dir(args.output)
