@@ -3,18 +3,21 @@ reach the network in the orientation it was trained in, and the label comes back
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
 
-from conftest import run_dtc
+from conftest import LA_ROOT, run_dtc
+from dtc_training import la
 from dtc_training.data import load_files
-from dtc_training.infer import segment
+from dtc_training.infer import Model, segment
+from dtc_training.metrics import dice
 from dtc_training.model import DualTaskVNet
 from dtc_training.model_io import save_model
-from dtc_training.volumes import orientation, reorient
+from dtc_training.volumes import from_array, orientation, reorient, to_array
 
 # A sagittal, a coronal and an axial scan stored with flipped and permuted axes (ITK's DICOM letters).
 ORIENTATIONS = ["PIR", "RIP", "ASL"]
@@ -79,3 +82,27 @@ def test_a_trained_model_records_its_orientation(trained_run):
     folder, _ = trained_run
     model = next(p for p in folder.iterdir() if p.stem == "model")
     assert json.loads(run_dtc("info", "--json", model).stdout)["orientation"] == "LPS"
+
+
+BUILTIN = Path(__file__).resolve().parents[2] / "Resources" / "Models" / "la-builtin.safetensors"
+
+
+@pytest.mark.skipif(not (LA_ROOT / "train.list").is_file(), reason=f"no LA data at {LA_ROOT}")
+@pytest.mark.parametrize("code", ["PIR", "RAI"])
+def test_development_cases_stored_otherwise_score_as_the_originals(code):
+    """Two held-out development cases, stored sagittally and flipped, segmented by the built-in model."""
+    model = Model.load(BUILTIN, "cpu")
+    for case in ["LJSDNMND9SHKM7Q4IRHJ", "MFTDVMBWFNQ3F5KHBRDR"]:
+        image, truth = (from_array(a.astype(np.float32), _la_grid(a.shape)) for a in la.read_case(LA_ROOT, case))
+        original = to_array(segment(image, model).label)
+        stored = segment(sitk.DICOMOrient(image, code), model).label
+        back = to_array(sitk.DICOMOrient(stored, "LPS"))
+        truth = to_array(truth) > 0
+        assert dice(original, truth) > 0.8  # the model segments the case at all
+        assert abs(dice(back, truth) - dice(original, truth)) < 0.005
+
+
+def _la_grid(shape):
+    grid = sitk.Image([int(s) for s in shape], sitk.sitkUInt8)
+    grid.SetSpacing(la.SPACING)
+    return grid
