@@ -18,6 +18,13 @@ OFFICIAL_RECIPE = {"intensity_augmentation": False, "spatial_augmentation": Fals
                    "low_contrast_augmentation": False, "lr_schedule": "step"}
 RECIPES = {"default": {}, "paper": OFFICIAL_RECIPE}
 
+# Defaults of a fine-tuning (`dtc train --init MODEL`), where the command line does not set them: a model
+# that segments already needs fewer, gentler steps than a new network. CANDIDATES, NOT YET MEASURED: to be
+# chosen on MSD-Heart (benchmarks, issue 33) among iterations 500 / 1000 / 2000 and lr 0.001 / 0.003 / 0.01,
+# with the consistency ramp over the whole fine-tuning (below) or none (`--consistency-rampup 0`: full weight
+# from the first step, the heads of a trained model agreeing already).
+FINE_TUNING = {"iterations": 1000, "lr": 0.001}
+
 
 @dataclass
 class TrainConfig:
@@ -55,6 +62,7 @@ class TrainConfig:
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
     ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
+    init: dict | None = None  # a fine-tuning's starting model: {"path", "sha256"} (`finetune.init_settings`)
 
     def check(self) -> None:
         """Refuse out-of-range settings, named as on the command line, before any data is read."""
@@ -109,3 +117,13 @@ class TrainConfig:
 
 def _values(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def fine_tuning_defaults(given: dict) -> dict:
+    """FINE_TUNING, and a ramp-step length that spreads the consistency ramp over the run's iterations as the
+    official ramp spans its 6000 (40 steps of 150), unless the command line sets the ramp."""
+    defaults = {**FINE_TUNING}
+    if "rampup_step" not in given:
+        steps = given.get("consistency_rampup", TrainConfig.consistency_rampup) or 1
+        defaults["rampup_step"] = max(1, int(given.get("iterations", FINE_TUNING["iterations"]) // steps))
+    return defaults

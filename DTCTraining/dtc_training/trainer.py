@@ -30,7 +30,7 @@ from .errors import InputError
 from .files import atomic_json_save
 from .losses import DTCLoss
 from .model import DualTaskVNet
-from .model_io import save_model
+from .model_io import load_model, save_model
 from .progress import ProgressReporter
 from .sampling import IterationBatches, batch_levelsets
 from .stopping import STOP_FILE, STOP_REASONS, StopRequest, leave_stopping_to_the_main_process
@@ -101,6 +101,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                       "emulates bf16, about 100x slower than float32")
 
     model = DualTaskVNet(n_filters=cfg.n_filters).to(device)
+    if state is None and cfg.init is not None:  # a fine-tuning starts from its model; a resume from its checkpoint
+        model.load_state_dict(load_model(cfg.init["path"])[0].state_dict())
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     # The moving average also covers batch-norm statistics (use_buffers), so it is a complete model.
     ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
@@ -278,5 +280,6 @@ def _metadata(cfg: TrainConfig, data: TrainingData, iterations: int, val_dice: f
         "iterations": iterations,
         "validation_dice": val_dice,
         "config": cfg.to_dict(),
+        "init": cfg.init,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --output that holds one (its checkpoint and model are replaced)")
+    p.add_argument("--init", type=Path, dest="init_model", metavar="MODEL",
+                   help="fine-tune this model file: its architecture, patch, spacing and k come with it, the "
+                        "optimizer starts fresh; fine-tuning defaults apply (docs/training.md)")
     p.add_argument("--progress", choices=["auto", "json", "bar"], default="auto",
                    help="JSON lines on stdout, or a bar (auto: bar on a terminal)")
     p.add_argument("--foreground-value", type=finite_float, help="label value of the structure (default: any nonzero)")
@@ -81,13 +84,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
+    import warnings
+
     from ..checkpoint import CHECKPOINT_NAME, load_checkpoint
     from ..config import TrainConfig
+    from ..distributed import env_rank
 
     given = {k: v for k, v in vars(args).items() if v is not None and k in TrainConfig.__dataclass_fields__}
     if not args.resume:
+        if args.init_model is not None:
+            from ..finetune import init_settings
+
+            given = init_settings(args.init_model, given)
         return TrainConfig(**{**RECIPES[args.recipe], **given})
     saved = TrainConfig.from_dict(load_checkpoint(args.output / CHECKPOINT_NAME)["config"])
+    started_from = saved.init["path"] if saved.init else None
+    if args.init_model is not None and str(args.init_model.resolve()) != started_from and env_rank() == 0:
+        warnings.warn(f"--init {args.init_model} is ignored: a resumed run continues from its checkpoint (it "
+                      f"started from {started_from or 'a new network'})")
     for key in RESUME_OVERRIDES:
         if key in given:
             setattr(saved, key, given[key])
@@ -95,18 +109,20 @@ def _config(args):
 
 
 def _input_files(args) -> list[Path]:
-    """The files the run reads, which none of its outputs may replace: the datalist and the volumes it lists,
-    or the LA layout's case list and cases."""
+    """The files the run reads, which none of its outputs may replace: the model a fine-tuning starts from,
+    the datalist and the volumes it lists, or the LA layout's case list and cases."""
     from ..data import read_datalist
     from ..la import case_path, layout_root, read_case_list
 
+    init = [args.init_model] if args.init_model is not None and not args.resume else []
     if args.datalist is not None:
         entries = read_datalist(args.datalist)
-        return [args.datalist, *(Path(entry[k]) for group in entries.values() for entry in group for k in entry)]
+        return [*init, args.datalist,
+                *(Path(entry[k]) for group in entries.values() for entry in group for k in entry)]
     if args.la_root is not None:
-        return [layout_root(args.la_root) / "train.list",
+        return [*init, layout_root(args.la_root) / "train.list",
                 *(case_path(args.la_root, case_id) for case_id in read_case_list(args.la_root))]
-    return []
+    return init
 
 
 def _la_selection(args) -> tuple[int, int | None, int]:
@@ -185,6 +201,10 @@ def run(args) -> int:
                              "continue it, --overwrite to start again in its place, or choose another folder")
         data = _load_data(args, cfg)
         _check_batch_norm_has_values(cfg, data)
+        if cfg.init is not None and not args.resume and env_rank() == 0:
+            from ..finetune import data_grids, warn_of_other_grids
+
+            warn_of_other_grids(data_grids(args.datalist, data), cfg.spacing, cfg.init["path"])
         small = [c["name"] for c in data.labeled + data.unlabeled
                  if any(s < p for s, p in zip(c["image"].shape, cfg.patch_size))]
         if small:
