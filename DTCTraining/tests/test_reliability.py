@@ -3,7 +3,7 @@
 disk or by a writer that says nothing, leaves no empty or partial file under its name and ends the command
 with exit code 1 and one line; a training that diverges ends with exit code 4 and saves nothing of it, its
 progress strict JSON; every numeric option is range-checked as it is parsed, and a file in the way of an
-output folder is one line, not a traceback. The module's side: Testing/Python/test_reliability.py."""
+output folder is one line, not a traceback. The module's side: Testing/Python/test_module_reliability.py."""
 from __future__ import annotations
 
 import hashlib
