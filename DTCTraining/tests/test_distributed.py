@@ -67,10 +67,11 @@ def log_events(run_dir: Path, kind: str) -> list[dict]:
 
 def weights(model_file: Path | None = None) -> torch.Tensor:
     """All parameters of a model file (or of the seeded initial network) as one vector."""
-    torch.manual_seed(SEED)  # as the trainer seeds before it builds the network
-    net = DualTaskVNet(n_filters=4)
     if model_file is not None:
-        net.load_state_dict(torch.load(model_file, weights_only=True)["state_dict"])
+        net, _ = load_model(model_file)
+    else:
+        torch.manual_seed(SEED)  # as the trainer seeds before it builds the network
+        net = DualTaskVNet(n_filters=4)
     return torch.cat([p.detach().flatten() for p in net.parameters()])
 
 
