@@ -97,3 +97,17 @@ def git_blob_sha1(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def official_checkpoint() -> bytes:
+    """An official DTC checkpoint as the authors' repository holds them (a state dict), 4 filters: what the
+    catalog's official entries download."""
+    import io
+
+    import torch
+    from dtc_training.model import DualTaskVNet
+
+    torch.manual_seed(3)
+    buffer = io.BytesIO()
+    torch.save(DualTaskVNet(n_filters=4).state_dict(), buffer)
+    return buffer.getvalue()

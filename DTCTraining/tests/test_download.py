@@ -18,18 +18,14 @@ from dtc_training.download import DownloadCancelled, DownloadError, download
 from dtc_training.errors import InputError
 from dtc_training.model import DualTaskVNet
 from dtc_training.model_io import load_model
-from file_server import FileServer, Served, git_blob_sha1, refused_url
+from file_server import FileServer, Served, git_blob_sha1, official_checkpoint, refused_url
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def official() -> bytes:
-    """An official DTC checkpoint as the authors' repository holds them (a state dict), 4 filters."""
-    torch.manual_seed(3)
-    buffer = io.BytesIO()
-    torch.save(DualTaskVNet(n_filters=4).state_dict(), buffer)
-    return buffer.getvalue()
+    return official_checkpoint()
 
 
 def checksum(data: bytes) -> str:

@@ -5,7 +5,6 @@ catalog model downloaded with progress, cancelled, resumed and added to the stor
 and the Slicer process never importing torch on the way from entering the module to a segmentation."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from conftest import MODULE_DIR, REPO, addVolume, phantom
 from test_panel import gui, wait  # noqa: F401  (the panel fixture and its event loop)
 
 sys.path.insert(0, str(REPO / "DTCTraining" / "tests"))
-from file_server import FileServer, Served, git_blob_sha1  # noqa: E402
+from file_server import FileServer, Served, git_blob_sha1, official_checkpoint  # noqa: E402
 
 PROVENANCE = {"training_data": "2018 Atrial Segmentation Challenge, 80 LGE-MRI, University of Utah",
               "development_split": {"dice": 0.9}, "intended_use": "research, not clinical diagnosis"}
@@ -36,13 +35,7 @@ def builtinModel(tmp_path, tinyModel, monkeypatch):
 
 @pytest.fixture(scope="module")
 def official() -> bytes:
-    import torch
-    from dtc_training.model import DualTaskVNet
-
-    torch.manual_seed(3)
-    buffer = io.BytesIO()
-    torch.save(DualTaskVNet(n_filters=4).state_dict(), buffer)
-    return buffer.getvalue()
+    return official_checkpoint()
 
 
 def test_a_first_start_chooses_the_built_in_model_and_keeps_it(gui, scene, builtinModel, tmp_path):
