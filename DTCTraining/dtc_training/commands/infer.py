@@ -51,11 +51,11 @@ def run(args, models=None, answer=None) -> int:
     from ..precision import inference_device, resolve_precision
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    _, read, written = planned_files(args.inputs, args.output, args.probability, args.uncertainty)
-    check_outputs(written + ([args.report] if args.report else []), [args.model, *read])
     device = inference_device(args.device, args.precision)
     model = models.get(args.model, device) if models is not None else Model.load(args.model, device)
     resolve_precision(args.precision, args.mode, model.device)  # refused before any input is read
+    _, read, written = planned_files(args.inputs, args.output, args.probability, args.uncertainty)
+    check_outputs(written + ([args.report] if args.report else []), [args.model, *read])
     reports = segment_files(args.inputs, model, args.output, probability=args.probability, mode=args.mode,
                             largest_component=args.largest_component, memory_gb=args.memory_gb,
                             window_size=args.window_size, orientations=args.tta, precision=args.precision,

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="LA: first N cases of train.list are labeled (16; on --resume, the run's own)")
     p.add_argument("--unlabeled", type=nonnegative_int,
                    help="LA: the next N cases are unlabeled (the rest; on --resume, the run's own)")
-    p.add_argument("--holdout", type=nonnegative_int,
+    p.add_argument("--holdout", type=int,
                    help="LA: the last N cases are held out for validation (0; on --resume, the run's own)")
     p.add_argument("-o", "--output", type=Path, required=True, help="run folder (checkpoint.pt, model.safetensors, logs)")
     p.add_argument("--resume", action="store_true", help="continue the run in --output from its checkpoint")
@@ -186,8 +186,8 @@ def run(args) -> int:
             problems += e.problems
     if args.resume and args.overwrite:
         problems.append("--resume continues the run in --output, --overwrite replaces it: give one of them")
-    if not 0 <= args.val_fraction < 1:
-        problems.append("--val-fraction must be in [0, 1)")
+    if (args.holdout or 0) < 0 or not 0 <= args.val_fraction < 1:
+        problems.append("--holdout must be >= 0 and --val-fraction in [0, 1)")
     if problems:
         raise InputError(problems)  # all at once, before any data is read
     out = check_writable_dir(args.output)
