@@ -12,6 +12,10 @@ from .model_metadata import MAX_N_FILTERS, MAX_PATCH_SIDE  # what a model file m
 
 
 LR_SCHEDULES = ("step", "poly")
+# How the LA h5 images are normalised: "stored", as the official data holds them (z-scored over the whole scan,
+# then cropped around the atrium); "crop", z-scored again over the crop, as dtc infer and the panel z-score a
+# user's scan or ROI over what it holds (docs/benchmarks.md, "The user's path").
+LA_ZSCORES = ("stored", "crop")
 # The switches that make the default recipe differ from the official one, as the official code sets them:
 # `dtc train --recipe paper` trains with these, and a run saved before a switch existed trained so.
 OFFICIAL_RECIPE = {"intensity_augmentation": False, "spatial_augmentation": False,
@@ -62,6 +66,7 @@ class TrainConfig:
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
     ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
+    la_zscore: str = "stored"  # LA h5 images as stored, or z-scored again over their crop (LA_ZSCORES)
     init: dict | None = None  # a fine-tuning's starting model: {"path", "sha256"} (`finetune.init_settings`)
 
     def check(self) -> None:
@@ -77,6 +82,7 @@ class TrainConfig:
             (0 <= self.seed < 2**32, "--seed must be in [0, 2^32)"),
             (self.lr > 0, "--lr must be positive"),
             (self.lr_step >= 1, "--lr-step must be >= 1 iteration"),
+            (self.la_zscore in LA_ZSCORES, f"--la-zscore must be one of {', '.join(LA_ZSCORES)}"),
             (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (self.k > 0, "--k must be positive"),
             (self.levelset_weight >= 0, "--levelset-weight must be >= 0"),

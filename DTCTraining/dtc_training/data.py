@@ -149,9 +149,10 @@ def _resampled_la(array: np.ndarray, spacing, label: bool) -> np.ndarray:
 
 
 def load_la(root: str | Path, labeled: int, unlabeled: int | None, holdout: int,
-            spacing: Sequence[float] | None) -> TrainingData:
+            spacing: Sequence[float] | None, zscore_crop: bool = False) -> TrainingData:
     """First `labeled` cases of train.list labeled, the next `unlabeled` (default: all but the held-out)
-    unlabeled, the last `holdout` cases for validation. The h5 images are already z-scored."""
+    unlabeled, the last `holdout` cases for validation. The h5 images are stored z-scored over the whole scan;
+    `zscore_crop` z-scores each again over its crop (after resampling, as inference does)."""
     ids = la.read_case_list(root)
     available = len(ids) - holdout
     unlabeled = available - labeled if unlabeled is None else unlabeled
@@ -164,6 +165,8 @@ def load_la(root: str | Path, labeled: int, unlabeled: int | None, holdout: int,
         image, label = la.read_case(root, case_id)
         if resample:
             image, label = _resampled_la(image, spacing, False), _resampled_la(label, spacing, True)
+        if zscore_crop:
+            image = volumes.zscore(image)
         return {"name": case_id, "image": image, **({"label": label} if with_label else {})}
 
     return TrainingData(

@@ -86,14 +86,15 @@ def evaluate_files(pairs: Sequence[tuple[Path, Path]], largest_component: bool =
 def evaluate_model(model: Model, root: str | Path, case_ids: Sequence[str], *, mode: str = "fast",
                    window_size: str = "patch", largest_component: bool = False, orientations: int = 1,
                    precision: str = "auto") -> list[dict]:
-    """Segment each LA h5 case (stored already z-scored, so not normalised again, as the official test)."""
+    """Segment each LA h5 case: as stored (z-scored over the whole scan, as the official test), or z-scored
+    again over its crop for a model trained so (metadata `la_zscore`)."""
     from .infer import segment
 
     cases = []
     for case_id in case_ids:
         image, truth = la.read_case(root, case_id)
         result = segment(image, model, mode=mode, window_size=window_size, largest_component=largest_component,
-                         spacing=la.SPACING, normalize=False, orientations=orientations, precision=precision,
+                         spacing=la.SPACING, normalize=model.meta.get("la_zscore") == "crop", orientations=orientations, precision=precision,
                          name=case_id)
         cases.append({"case": case_id, **case_metrics(result.label, truth, la.SPACING),
                       "seconds": result.info["seconds"]})

@@ -52,7 +52,7 @@ def init_settings(path: Path, given: dict) -> dict:
     if problems:
         raise InputError(problems)
     from_model = {"n_filters": meta["n_filters"], "patch_size": list(meta["patch_size"]), "spacing": spacing,
-                  "k": float(meta["k"])}
+                  "k": float(meta["k"]), "la_zscore": meta.get("la_zscore", "stored")}
     if meta.get("label_name"):
         from_model["label_name"] = meta["label_name"]
     init = {"path": str(path.resolve()), "sha256": file_sha256(path)}

@@ -164,6 +164,8 @@ def check_metadata(path: str | Path, meta: dict) -> None:
         refuse("k", f"is {meta.get('k')!r}, not a finite number in (0, {MAX_K:g}]")
     if meta.get("normalization", "zscore") != "zscore":
         refuse("normalization", f"is {meta['normalization']!r}; this dtc_training knows 'zscore'")
+    if meta.get("la_zscore", "stored") not in ("stored", "crop"):
+        refuse("la_zscore", f"is {meta['la_zscore']!r}, not 'stored' or 'crop'")
     orientation = meta.get("orientation")
     if orientation is not None and not (isinstance(orientation, str) and len(orientation) == 3 and sorted(
             axis for c in orientation for axis in ORIENTATION_AXES if c in axis) == sorted(ORIENTATION_AXES)):

@@ -274,6 +274,7 @@ def _metadata(cfg: TrainConfig, data: TrainingData, iterations: int, val_dice: f
         "spacing": data.spacing,
         "orientation": TRAINING_ORIENTATION,
         "normalization": "zscore",
+        "la_zscore": cfg.la_zscore,
         "k": cfg.k,
         "label_name": cfg.label_name,
         "data": data.summary(),

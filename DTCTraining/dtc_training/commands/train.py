@@ -5,7 +5,7 @@ import argparse
 import math
 from pathlib import Path
 
-from ..config import LR_SCHEDULES, RECIPES
+from ..config import LA_ZSCORES, LR_SCHEDULES, RECIPES
 from ..options import finite_float, nonnegative_int, positive_float
 
 HELP = "train a Dual-task Consistency model (semi-supervised) from a datalist or the LA h5 layout"
@@ -65,6 +65,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="and whenever M minutes have passed since the last checkpoint (10; 0: off)")
     cfg.add_argument("--spacing", type=positive_float, nargs=3, metavar=("X", "Y", "Z"),
                      help="resample to this spacing (mm)")
+    cfg.add_argument("--la-zscore", choices=LA_ZSCORES,
+                     help="LA h5 images: stored (z-scored over the whole scan, then cropped; official) or crop "
+                          "(z-scored again over the crop, as dtc infer and the panel treat a user's scan or ROI)")
     cfg.add_argument("--label-name", help='name of the structure ("Left atrium")')
     cfg.add_argument("--precise-bn", type=int, metavar="BATCHES",
                      help="recompute batch-norm statistics without dropout over N batches at the end (0: off)")
@@ -144,7 +147,7 @@ def _load_data(args, cfg):
     if (args.datalist is None) == (args.la_root is None):
         raise InputError("give exactly one of --datalist FILE or --la-root DIR")
     if args.la_root is not None:
-        data = load_la(args.la_root, *_la_selection(args), cfg.spacing)
+        data = load_la(args.la_root, *_la_selection(args), cfg.spacing, zscore_crop=cfg.la_zscore == "crop")
     else:
         data = load_files(read_datalist(args.datalist), cfg.spacing, args.foreground_value, str(args.datalist))
     if not data.labeled:
