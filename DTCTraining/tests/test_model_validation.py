@@ -74,6 +74,7 @@ def nothing_built_or_read(monkeypatch):
     ("architecture", "UNet3D", "not 'DualTaskVNet'"),
     ("orientation", "LPX", "three letters naming the axes"),
     ("normalization", "minmax", "knows 'zscore'"),
+    ("la_zscore", "whole", "not 'stored' or 'crop'"),
     ("validation_dice", 7, "not a Dice in [0, 1]"),
 ])
 def test_metadata_out_of_range_is_refused_naming_file_and_field(tmp_path, nothing_built_or_read, field, value, expected):
