@@ -64,7 +64,7 @@ class DTCSegmentationLogic(ScriptedLoadableModuleLogic):
         from DTCSegmentationLib.TrainingLogic import TrainingLogic
 
         self.store = store or ModelStore()
-        self.training = TrainingLogic(workRoot=workRoot)
+        self.training = TrainingLogic(workRoot=workRoot, store=self.store)
         self.inference = InferenceLogic(store=self.store)
 
     def state(self):

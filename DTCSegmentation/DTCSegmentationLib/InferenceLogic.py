@@ -1,6 +1,9 @@
 """Segmenting a volume of the scene: export it (cropped to an ROI if given), have the warm inference child
 (`InferenceServer`) run `dtc infer` on it, import the label map as the "Left atrium" segment of a
-segmentation node (created once, updated on later runs).
+segmentation node (created once, updated on later runs). With `SegmentParameters(uncertainty=True)` the
+child also writes the two heads' doubt map and score: the map is loaded as the volume node "<scan> doubt"
+(`job.doubtNode`, see Doubt.py) and the score kept in `job.doubtScore` (None where neither head found the
+atrium).
 
 Usage (blocking, e.g. from a `--python-script`)::
 
@@ -39,6 +42,9 @@ class SegmentJob:
     segmentId: str = ""
     log: list = field(default_factory=list)
     keepFiles: bool = False
+    uncertainty: bool = False  # the doubt map and score were asked for
+    doubtNode: object = None  # "<scan> doubt", once loaded
+    doubtScore: Optional[float] = None  # mean doubt where either head says foreground (None: neither does)
 
     @property
     def finished(self) -> bool:
@@ -113,7 +119,8 @@ class InferenceLogic:
         # The volume is written in its own coordinates, so the result belongs under the volume's transform.
         segmentationNode.SetAndObserveTransformNodeID(inputVolume.GetTransformNodeID())
         resultPath = workDir / "result.nrrd"
-        job = SegmentJob(inputVolume, segmentationNode, modelPath, workDir, resultPath, keepFiles=keepFiles)
+        job = SegmentJob(inputVolume, segmentationNode, modelPath, workDir, resultPath, keepFiles=keepFiles,
+                         uncertainty=params.uncertainty)
         job.request = self.server.submit(self.arguments(modelPath, inputPath, resultPath, params))
         job.log = job.request.log
         return job
@@ -128,6 +135,8 @@ class InferenceLogic:
         try:
             if code == EXIT_OK and job.resultPath.is_file():
                 job.segmentId = importResult(job.resultPath, job.segmentationNode, job.inputVolume)
+                if job.uncertainty:
+                    self._importDoubt(job)
                 job.state, job.message = "done", f"Segmented {job.inputVolume.GetName()}"
             else:
                 job.state, job.message = "failed", explainFailure(code, job.log)
@@ -137,6 +146,17 @@ class InferenceLogic:
             if not job.keepFiles:
                 shutil.rmtree(job.workDir, ignore_errors=True)
         return True
+
+    @staticmethod
+    def _importDoubt(job: SegmentJob) -> None:
+        """The doubt map and score that the child's answer names (`dtc serve`: "doubt" of the answer)."""
+        from .Doubt import loadDoubtMap
+
+        answered = (job.request.answer.get("doubt") or [{}])[0]
+        if not answered.get("doubt"):
+            raise RuntimeError("the doubt map was asked for, but the answer names none")
+        job.doubtNode = loadDoubtMap(answered["doubt"], job.inputVolume)
+        job.doubtScore = answered.get("doubt_score")
 
     def cancel(self, job: SegmentJob) -> None:
         if not job.finished:

@@ -37,6 +37,7 @@ class InferenceRequest:
     retried: bool = False
     sentAt: Optional[float] = None  # time.monotonic() when handed to a child
     received: bool = False  # the child said it read it
+    answer: dict = field(default_factory=dict)  # the answer event (with --uncertainty: each scan's "doubt")
 
 
 class InferenceServer:
@@ -205,6 +206,7 @@ class InferenceServer:
             request = next((r for r in self._pending if r.id == event.get("id")), None)
             if request is not None:
                 request.code = int(event.get("code", EXIT_ERROR))
+                request.answer = event
                 self._pending.remove(request)
         elif self._pending:
             self._pending[0].log.append(line)

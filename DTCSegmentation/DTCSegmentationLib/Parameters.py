@@ -49,6 +49,7 @@ class TrainingParameters:
     seed: int = 1337
     workers: int = 0  # >0 uses multiprocessing, which hangs under PythonSlicer on Windows/macOS
     spacing: Optional[tuple] = None
+    startFrom: str = ""  # "": a new network; else a model (store name or file) to fine-tune (dtc train --init)
 
     RANGES = {"iterations": (1, 1_000_000), "labeledBatch": (1, 64), "unlabeledBatch": (0, 64),
               "learningRate": (1e-6, 1.0), "k": (1.0, 1e6), "nFilters": (1, 64), "valFraction": (0.0, 0.9),
@@ -73,12 +74,14 @@ class TrainingParameters:
         return out
 
     def arguments(self) -> list[str]:
-        """The `dtc train` options for these parameters (the only place they are built)."""
+        """The `dtc train` options for these parameters (the only place they are built). Starting from a
+        model, its filters and k come with it (`--init`, added by TrainingLogic with the model's path): an
+        `--n-filters` other than the model's would be refused."""
+        fromScratch = ["--k", repr(float(self.k)), "--n-filters", str(self.nFilters)] if not self.startFrom else []
         args = ["--recipe", self.recipe, "--iterations", str(self.iterations),
                 "--labeled-batch", str(self.labeledBatch), "--unlabeled-batch", str(self.unlabeledBatch),
                 "--patch", *map(str, self.patchSize),
-                "--lr", repr(float(self.learningRate)), "--k", repr(float(self.k)),
-                "--n-filters", str(self.nFilters), "--device", self.device,
+                "--lr", repr(float(self.learningRate)), *fromScratch, "--device", self.device,
                 "--amp", TRAINING_PRECISIONS[self.precision],
                 "--val-fraction", repr(float(self.valFraction)), "--val-every", str(self.valEvery),
                 "--checkpoint-every", str(self.checkpointEvery), "--seed", str(self.seed),
@@ -100,6 +103,7 @@ class SegmentParameters:
     precision: str = "auto"  # fast mode: auto (fp16 on CUDA, int8 on an x86-64 CPU) | fp32 | fp16 | int8
     orientations: int = 1  # average over 1, 2, 4 or 8 training orientations (as many passes)
     largestComponent: bool = True
+    uncertainty: bool = False  # also the two heads' doubt map and score (dtc infer --uncertainty)
 
     def problems(self) -> list[str]:
         out = []
@@ -136,6 +140,8 @@ class SegmentParameters:
             args += ["--tta", str(self.orientations)]
         if self.largestComponent:
             args.append("--largest-component")
+        if self.uncertainty:
+            args.append("--uncertainty")
         return args
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
+from .Adaptation import startModel
 from .Parameters import LabeledPair, TrainingParameters, dumpParameters, loadParameters
 from .Process import (EXIT_INTERRUPTED, EXIT_OK, ChildProcess, ProcessProtocol, backendEnvironment,
                       explainFailure, pythonExecutable)
@@ -83,6 +84,7 @@ class TrainingJob:
     state: str = "idle"  # running | stopping | stopped | done | failed
     returnCode: Optional[int] = None
     message: str = ""
+    initModel: Optional[Path] = None  # the model a new run fine-tunes (params.startFrom's file), checked
     stopDeadline: Optional[float] = None
     endedAfterGrace: bool = False  # it did not stop by itself in time, and the logic ended it
 
@@ -107,15 +109,26 @@ ProcessFactory = Callable[..., ProcessProtocol]
 
 class TrainingLogic:
     def __init__(self, processFactory: ProcessFactory = ChildProcess, python: Optional[str] = None,
-                 workRoot: Optional[str | os.PathLike] = None):
+                 workRoot: Optional[str | os.PathLike] = None, store=None):
         self.processFactory = processFactory
         self.python = python
         self.workRoot = Path(workRoot) if workRoot else defaultWorkRoot()
+        self._store = store  # where a model to start from is looked up (the user's store, made when needed)
+
+    @property
+    def store(self):
+        if self._store is None:
+            from .ModelStore import ModelStore  # here: the module loads where the backend is missing
+
+            self._store = ModelStore()
+        return self._store
 
     def command(self, job: TrainingJob, resume: bool) -> list[str]:
         args = [self.python or pythonExecutable(), "-m", "dtc_training", "train", "--datalist", str(job.datalist),
                 "-o", str(job.outDir), "--progress", "json", *job.params.arguments()]
-        return args + (["--resume"] if resume else [])
+        if resume:  # a resumed run continues from its checkpoint and never reads its starting model again
+            return args + ["--resume"]
+        return args + (["--init", str(job.initModel)] if job.initModel is not None else [])
 
     def prepare(self, pairs: list[LabeledPair], unlabeled: list, params: TrainingParameters,
                 outDir: Optional[str | os.PathLike] = None) -> TrainingJob:
@@ -123,6 +136,7 @@ class TrainingLogic:
         report = checkTrainingInputs(pairs, unlabeled, params)
         if not report.ok:
             raise ValueError(report.tooltip())
+        initModel = startModel(self.store, params.startFrom) if params.startFrom else None  # gone: said here
         if outDir is None:
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             outDir = self.workRoot / f"train-{stamp}"
@@ -135,7 +149,7 @@ class TrainingLogic:
 
         check_writable_dir(outDir)  # a file in the way is said plainly (an InputError, a ValueError)
         datalist = exportDataset(pairs, unlabeled, outDir / "data")
-        return TrainingJob(outDir=outDir, datalist=datalist, params=params)
+        return TrainingJob(outDir=outDir, datalist=datalist, params=params, initModel=initModel)
 
     def reopen(self, outDir: str | os.PathLike) -> TrainingJob:
         """The stopped (or crashed) run of an earlier session in `outDir`, with the parameters it was last
