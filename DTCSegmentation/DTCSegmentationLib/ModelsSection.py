@@ -20,6 +20,7 @@ class ModelsSection:
         self.onChanged = onChanged  # called when the chosen model may have changed
         self.startTimer = startTimer  # the panel's timer, which calls follow() while a download runs
         self.download = None  # the running (or last) ModelDownload
+        self.listeners = []  # called with the store's models each time the list is read again
         self.catalog = []
         ui.modelsTable.horizontalHeader().setSectionResizeMode(0, qt.QHeaderView.ResizeToContents)
         for column, mode in enumerate((qt.QHeaderView.Stretch, qt.QHeaderView.ResizeToContents,
@@ -55,6 +56,8 @@ class ModelsSection:
             ui.modelsTable.setItem(row, 0, qt.QTableWidgetItem(info.name))
             ui.modelsTable.setItem(row, 1, qt.QTableWidgetItem(info.summary()))
         ui.modelFolderLabel.text = _("Model store: {folder}").format(folder=self.store.root)
+        for listener in self.listeners:
+            listener(models)
         self.refreshCatalog()
         self.showDetails()
         self.onChanged()

@@ -45,7 +45,7 @@ SEGMENT_FIELDS = {
     "device": ("segmentDeviceComboBox", "text"), "mode": ("segmentModeComboBox", "text"),
     "windowSize": ("windowSizeComboBox", "text"), "precision": ("precisionComboBox", "text"),
     "memoryGb": ("memorySpinBox", "value"), "orientations": ("orientationsComboBox", "number"),
-    "largestComponent": ("largestComponentCheckBox", "checked"),
+    "largestComponent": ("largestComponentCheckBox", "checked"), "uncertainty": ("showDoubtCheckBox", "checked"),
 }
 
 

@@ -18,6 +18,8 @@ import slicer
 from slicer.i18n import tr as _
 from slicer.util import VTKObservationMixin
 
+from . import Doubt
+from .AdaptationSection import AdaptationSection
 from .DependenciesSection import DependenciesSection
 from .InferenceLogic import addToTrainingSet
 from .LabeledPairsTable import LabeledPairsTable
@@ -30,7 +32,7 @@ from .Validation import checkTrainingInputs
 
 # the inputs of training, locked while it runs
 INPUT_WIDGETS = ("labeledTable", "addPairButton", "removePairButton", "unlabeledSelector", "trainingParametersGroupBox",
-                 "modelNameLineEdit")
+                 "modelNameLineEdit", "startFromComboBox")
 
 
 class DTCPanel(VTKObservationMixin):
@@ -56,6 +58,8 @@ class DTCPanel(VTKObservationMixin):
                                                 beforeInstall=logic.inference.shutdown)
         self.training = TrainingSection(self.ui, logic, self.models, self.dependencies.ready, self.collectState,
                                         self.timer.start, self.updateButtons, self._error)
+        self.adaptation = AdaptationSection(self.ui, logic, self.models, self.dependencies.ready, self.collectState,
+                                            self.timer.start, self.updateButtons, self._error)
         self._connect()
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -79,6 +83,7 @@ class DTCPanel(VTKObservationMixin):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.onInputsChanged)
         ui.unlabeledSelector.connect("checkedNodesChanged()", self.onInputsChanged)
         ui.modelComboBox.connect("currentTextChanged(QString)", self.onInputsChanged)
+        ui.startFromComboBox.connect("currentIndexChanged(int)", self.onInputsChanged)
         ui.modelComboBox.connect("activated(int)", lambda index: self.prepareInference())  # the user's choice
         ui.outputSegmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", ui.show3DButton.setSegmentationNode)
         ui.addPairButton.connect("clicked()", lambda: self.pairsTable.add())
@@ -91,6 +96,7 @@ class DTCPanel(VTKObservationMixin):
         self.timer.stop()
         self.removeObservers()
         self.training.cleanup()
+        self.adaptation.cleanup()
         if self._segmenting():
             self.logic.inference.cancel(self.segmentJob)
         self.logic.inference.shutdown()
@@ -133,7 +139,7 @@ class DTCPanel(VTKObservationMixin):
         # Parameters without a widget (seed, workers, checkpoint and validation intervals, spacing) keep the
         # values saved in the scene, which a script may have set.
         training = dataclasses.replace(self.logic.state().training, **readFields(ui, TRAINING_FIELDS),
-                                       patchSize=readPatchSize(ui))
+                                       patchSize=readPatchSize(ui), startFrom=self.adaptation.startFrom())
         return ModuleState(training=training, segmenting=SegmentParameters(**readFields(ui, SEGMENT_FIELDS)),
                            pairs=self.pairsTable.pairs(),
                            unlabeled=list(ui.unlabeledSelector.checkedNodes()), modelName=ui.modelComboBox.currentText,
@@ -152,6 +158,7 @@ class DTCPanel(VTKObservationMixin):
             showFields(ui, TRAINING_FIELDS, state.training)
             showFields(ui, SEGMENT_FIELDS, state.segmenting)
             showPatchSize(ui, state.training.patchSize)
+            self.adaptation.showStartFrom(state.training.startFrom)
             self.pairsTable.clear()
             for pair in state.pairs:
                 self.pairsTable.add(pair)
@@ -196,6 +203,7 @@ class DTCPanel(VTKObservationMixin):
         hasResult = state.outputSegmentation is not None and state.inputVolume is not None
         ui.openSegmentEditorButton.enabled = hasResult
         ui.addToTrainingButton.enabled = hasResult and not running
+        self.adaptation.updateButtons(state, running)
 
     # ------------------------------------------------------------------------------ background jobs
     def onTimer(self):
@@ -206,7 +214,9 @@ class DTCPanel(VTKObservationMixin):
             self._modelLoaded()
         checking = self.dependencies.poll()
         downloading = self.models.follow()
-        busy = self.training.running or self._segmenting() or self.modelLoad is not None or checking or downloading
+        ranking = self.adaptation.follow()
+        busy = (self.training.running or self._segmenting() or self.modelLoad is not None or checking or downloading
+                or ranking)
         if not busy:
             self.timer.stop()
         self.updateButtons()
@@ -241,7 +251,12 @@ class DTCPanel(VTKObservationMixin):
         job = self.segmentJob
         self.ui.segmentStatusLabel.text = job.message
         if job.state == "done":
+            Doubt.showDoubt(job.inputVolume, job.doubtNode)  # the overlay, or none (an earlier one taken away)
             slicer.util.setSliceViewerLayers(background=job.inputVolume, fit=True)
+            if job.uncertainty:
+                self.ui.segmentStatusLabel.text = "\n".join((job.message, _(
+                    "Neither head found the left atrium: check this scan first.") if job.doubtScore is None else
+                    _("Doubt {score:.3f} (higher: check this scan first).").format(score=job.doubtScore)))
             job.segmentationNode.GetDisplayNode().SetVisibility(True)
             self.ui.show3DButton.setSegmentationNode(job.segmentationNode)
         elif job.state == "failed":

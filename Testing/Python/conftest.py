@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "DTCSegmentation"
 # the panel's Qt modules in DTCSegmentationLib: everything else there is Qt-free logic
 PANEL_MODULES = ("Widget", "ParameterWidgets", "LabeledPairsTable", "TrainingSection", "ModelsSection",
-                 "DependenciesSection")
+                 "DependenciesSection", "AdaptationSection")
 for path in (MODULE_DIR, REPO / "DTCTraining"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))

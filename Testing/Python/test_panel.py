@@ -30,7 +30,7 @@ class PanelLogic:
         from DTCSegmentationLib.TrainingLogic import TrainingLogic
 
         self.store = ModelStore(root / "models")
-        self.training = TrainingLogic(workRoot=root / "work")
+        self.training = TrainingLogic(workRoot=root / "work", store=self.store)
         self.inference = InferenceLogic(store=self.store)
 
     def _node(self):
