@@ -23,10 +23,10 @@ from .SceneIO import writeVolume
 
 
 # ------------------------------------------------------------------------------------- start from
-def startChoices(store) -> list[tuple[str, bool]]:
+def startChoices(store, models: Optional[list] = None) -> list[tuple[str, bool]]:
     """What a training may start from, as (store name, "" for a new network; is it the built-in model): a new
-    network, then the built-in model and every model of the store (`store.list()`'s order)."""
-    return [("", False)] + [(info.name, info.builtin) for info in store.list()]
+    network, then the built-in model and every model of the store (`models`, else `store.list()`, in order)."""
+    return [("", False)] + [(info.name, info.builtin) for info in (store.list() if models is None else models)]
 
 
 def startModel(store, startFrom: str) -> Path:

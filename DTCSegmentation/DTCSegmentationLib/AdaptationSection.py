@@ -36,13 +36,13 @@ class AdaptationSection:
     def startFrom(self) -> str:
         return self.ui.startFromComboBox.currentData or ""
 
-    def fillStartFrom(self, *args):
-        """List a new network, the built-in model and the store's models; keep the choice, and a chosen model
-        that has gone from the store (Train then says so)."""
+    def fillStartFrom(self, models=None):
+        """List a new network, the built-in model and the store's models (`models`, as the Models section has
+        just read them); keep the choice, and a chosen model that has gone from the store (Train says so)."""
         combo, current = self.ui.startFromComboBox, self.startFrom()
         combo.blockSignals(True)
         combo.clear()
-        for name, builtin in startChoices(self.logic.store):
+        for name, builtin in startChoices(self.logic.store, models):
             text = _("A new network") if not name else (_("{name} (built-in)").format(name=name) if builtin else name)
             combo.addItem(text, name)
         combo.setCurrentIndex(0)
@@ -52,7 +52,7 @@ class AdaptationSection:
     def showStartFrom(self, name: str):
         combo = self.ui.startFromComboBox
         combo.blockSignals(True)
-        if combo.findData(name) < 0:
+        if name and combo.findData(name) < 0:
             combo.addItem(_("{name} (no longer in the model store)").format(name=name), name)
         combo.setCurrentIndex(combo.findData(name))
         combo.blockSignals(False)

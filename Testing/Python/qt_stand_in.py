@@ -155,6 +155,9 @@ class QComboBox(QWidget):
     def findData(self, data):
         return next((i for i, item in enumerate(self._items) if item[1] == data), -1)
 
+    def itemText(self, index):
+        return self._items[index][0]
+
     def itemData(self, index, role=None):
         return self._items[index][2 if role == Qt.ToolTipRole else 1]
 

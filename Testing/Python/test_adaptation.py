@@ -107,8 +107,12 @@ def test_the_adaptation_loop_segment_doubt_correct_add_fine_tune_segment_again(g
     assert gui.answers.errors == []
 
 
-def test_start_from_is_kept_in_the_scene_and_a_model_gone_from_the_store_is_said_before_training(gui, scene,
-                                                                                                 tinyModel, tmp_path):
+def test_start_from_is_kept_in_the_scene_and_a_model_gone_from_the_store_is_said_before_training(
+        gui, scene, tinyModel, tmp_path, monkeypatch):
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    (builtin / "la-builtin.safetensors").write_bytes(tinyModel.read_bytes())
+    monkeypatch.setenv("DTC_BUILTIN_MODELS", str(builtin))
     image, label = phantom(0, size=(24, 24, 24))
     scan, labelmap = addVolume(scene, image, "case"), addVolume(scene, label, "case-label", labelmap=True)
     addVolume(scene, phantom(1, size=(24, 24, 24))[0], "unlabeled")
@@ -116,6 +120,9 @@ def test_start_from_is_kept_in_the_scene_and_a_model_gone_from_the_store_is_said
     ui = panel.ui
     panel.logic.store.importModel(tinyModel, "to-go")
     panel.models.refresh()
+    combo = ui.startFromComboBox
+    assert [(combo.itemText(i), combo.itemData(i)) for i in range(combo.count)] == [
+        ("A new network", ""), ("la-builtin (built-in)", "la-builtin"), ("to-go", "to-go")]
     ui.addPairButton.click()
     panel.pairsTable.rows[-1][0].setCurrentNode(scan)
     panel.pairsTable.rows[-1][1].setCurrentNode(labelmap)
