@@ -63,6 +63,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights, which becomes the model (0: off)
     intensity_augmentation: bool = True  # random brightness, contrast, gamma and noise on every image
     levelset_target: str = "patch"  # "volume": computed on the whole labeled volume, then cropped
+    levelset_boundary: str = "official"  # "half-voxel": the target's zero level half a voxel out, {z < 0} = label
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
     ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
@@ -85,6 +86,8 @@ class TrainConfig:
             (self.la_zscore in LA_ZSCORES, f"--la-zscore must be one of {', '.join(LA_ZSCORES)}"),
             (self.lr_schedule in LR_SCHEDULES, f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}"),
             (self.k > 0, "--k must be positive"),
+            (self.levelset_boundary in ("official", "half-voxel"),
+             "--levelset-boundary must be official or half-voxel"),
             (self.levelset_weight >= 0, "--levelset-weight must be >= 0"),
             (self.consistency >= 0, "--consistency must be >= 0"),
             (self.consistency_rampup >= 0, "--consistency-rampup must be >= 0"),

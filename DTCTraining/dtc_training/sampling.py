@@ -30,23 +30,25 @@ def draw_cases(n: int, slots: range, seed: int, stream: int) -> list[int]:
 class IterationBatches(Dataset):
     """Item t is the batch of iteration t for this rank: `image` (L+U, 1, *patch), `label` and
     `levelset` (L, 1, *patch), the labeled items first. With `patch_levelsets=False` the crops' level sets
-    are left to the training step (`levelset` is then absent, unless the target is the whole volume's)."""
+    are left to the training step (`levelset` is then absent, unless the target is the whole volume's);
+    `levelset_boundary` places the targets' zero level (`levelset.BOUNDARIES`)."""
 
     def __init__(self, labeled: list[dict], unlabeled: list[dict], labeled_batch: int, unlabeled_batch: int,
                  patch_size, seed: int, iterations: int, rank: int = 0, world_size: int = 1,
                  intensity_augmentation: bool = False, levelset_target: str = "patch",
                  spatial_augmentation: bool = False, low_contrast_augmentation: bool = False,
-                 patch_levelsets: bool = True):
+                 patch_levelsets: bool = True, levelset_boundary: str = "official"):
         volume_levelset = levelset_target == "volume"
         if volume_levelset:
-            labeled = [with_volume_levelset(case, patch_size) for case in labeled]
+            labeled = [with_volume_levelset(case, patch_size, levelset_boundary) for case in labeled]
         self.labeled, self.unlabeled = labeled, unlabeled
         self.labeled_batch, self.unlabeled_batch = labeled_batch, unlabeled_batch
         self.seed, self.iterations, self.rank, self.world_size = seed, iterations, rank, world_size
         switches = dict(intensity=intensity_augmentation, spatial=spatial_augmentation,
                         low_contrast=low_contrast_augmentation)
         self.augment_labeled = training_augmentation(patch_size, True, volume_levelset=volume_levelset,
-                                                     patch_levelset=patch_levelsets, **switches)
+                                                     patch_levelset=patch_levelsets,
+                                                     levelset_boundary=levelset_boundary, **switches)
         self.augment_unlabeled = training_augmentation(patch_size, False, **switches)
 
     def __len__(self) -> int:
@@ -78,9 +80,10 @@ class IterationBatches(Dataset):
         return batch
 
 
-def batch_levelsets(batch: dict, label: torch.Tensor) -> torch.Tensor:
+def batch_levelsets(batch: dict, label: torch.Tensor, boundary: str = "official") -> torch.Tensor:
     """The labeled items' level sets of a batch: as the DataLoader workers computed them, or computed from
-    `label` (the batch's labels, moved to the training device) on its device."""
+    `label` (the batch's labels, moved to the training device) on its device, with the zero level at
+    `boundary` (the same as the workers')."""
     if "levelset" in batch:
         return batch["levelset"].to(label.device, non_blocking=True)
-    return levelsets(label[:, 0])[:, None]
+    return levelsets(label[:, 0], boundary)[:, None]

@@ -127,7 +127,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                                cfg.intensity_augmentation, cfg.levelset_target, cfg.spatial_augmentation,
                                cfg.low_contrast_augmentation,
                                # a GPU step outruns a few CPU cores computing the crops' level sets
-                               patch_levelsets=device.type == "cpu")
+                               patch_levelsets=device.type == "cpu", levelset_boundary=cfg.levelset_boundary)
     workers = _default_workers() if cfg.workers < 0 else cfg.workers
     loader = DataLoader(batches, batch_size=None, sampler=range(start, cfg.iterations), num_workers=workers,
                         pin_memory=device.type == "cuda",
@@ -179,7 +179,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
             with autocast:
                 seg_logits, levelset = net(image)
             label = batch["label"].to(device, non_blocking=True)
-            terms = loss_fn(seg_logits, levelset, label, batch_levelsets(batch, label), cfg.labeled_batch, iteration)
+            terms = loss_fn(seg_logits, levelset, label, batch_levelsets(batch, label, cfg.levelset_boundary),
+                           cfg.labeled_batch, iteration)
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -28,11 +28,15 @@ from .levelset import compute_levelset
 
 
 class LevelSetd(MapTransform):
-    """Adds `levelset`, the DTC target of the (cropped) `label`."""
+    """Adds `levelset`, the DTC target of the (cropped) `label`, with the zero level at `boundary`."""
+
+    def __init__(self, keys, boundary: str = "official"):
+        super().__init__(keys)
+        self.boundary = boundary
 
     def __call__(self, data):
         d = dict(data)
-        d["levelset"] = compute_levelset(np.asarray(d["label"])[0])[None]
+        d["levelset"] = compute_levelset(np.asarray(d["label"])[0], self.boundary)[None]
         return d
 
 
@@ -53,14 +57,14 @@ def low_contrast_augmentation() -> list:
     return [RandScaleIntensityd("image", factors=(-0.8, 0.0), prob=0.2)]
 
 
-def with_volume_levelset(case: dict, patch_size: Sequence[int]) -> dict:
+def with_volume_levelset(case: dict, patch_size: Sequence[int], boundary: str = "official") -> dict:
     """`case` zero-padded to the patch (in-plane to its larger side, since the rotation swaps x and y) with
     the level set of its whole label. The 90-degree rotations and flips that follow commute with the level
     set, so cropping this one equals computing it on the whole augmented volume, at a fraction of the cost."""
     side = max(patch_size[0], patch_size[1])
     pad = SpatialPadd(["image", "label"], spatial_size=[side, side, patch_size[2]], mode="constant")
     padded = {k: np.asarray(v)[0] for k, v in pad({k: case[k][None] for k in ("image", "label")}).items()}
-    return {**case, **padded, "levelset": compute_levelset(padded["label"])}
+    return {**case, **padded, "levelset": compute_levelset(padded["label"], boundary)}
 
 
 def spatial_augmentation(keys: list[str]) -> list:
@@ -75,10 +79,10 @@ def spatial_augmentation(keys: list[str]) -> list:
 
 def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: bool = False,
                           volume_levelset: bool = False, spatial: bool = False, low_contrast: bool = False,
-                          patch_levelset: bool = True) -> Compose:
+                          patch_levelset: bool = True, levelset_boundary: str = "official") -> Compose:
     """With `volume_levelset`, labeled items carry their precomputed `levelset` (`with_volume_levelset`);
-    otherwise they get the level set of their crop, unless `patch_levelset` is False (the training step then
-    computes it on its device)."""
+    otherwise they get the level set of their crop (zero level at `levelset_boundary`), unless
+    `patch_levelset` is False (the training step then computes it on its device)."""
     keys = ["image", "label"] if labeled else ["image"]
     if labeled and volume_levelset:
         keys.append("levelset")
@@ -96,5 +100,5 @@ def training_augmentation(patch_size: Sequence[int], labeled: bool, intensity: b
     if low_contrast:
         steps += low_contrast_augmentation()
     if labeled and patch_levelset and not volume_levelset:
-        steps.append(LevelSetd("label"))
+        steps.append(LevelSetd("label", levelset_boundary))
     return Compose(steps, lazy=False)

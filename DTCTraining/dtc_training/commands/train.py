@@ -83,6 +83,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="add W x the labeled items' cross-entropy to the loss (default 0: the official code logs it only)")
     cfg.add_argument("--levelset-target", choices=["patch", "volume"],
                      help="level-set target computed on the cropped patch (official) or the whole labeled volume")
+    cfg.add_argument("--levelset-boundary", choices=["official", "half-voxel"],
+                     help="the level-set target's zero level: on the mask's inner boundary voxels (official), or "
+                          "half a voxel outward, so that the target is negative on exactly the mask's voxels")
     cfg.add_argument("--sync-batchnorm", action="store_true", default=None, help="SyncBatchNorm under torchrun")
 
 
