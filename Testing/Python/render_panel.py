@@ -27,7 +27,9 @@ EXAMPLES = {  # what the selectors show in the picture
     "inputVolumeSelector": ["LA_patient_017"], "roiSelector": ["(none)"],
     "outputSegmentationSelector": ["LA_patient_017 segmentation"],
     "unlabeledSelector": ["3 volumes checked"], "modelComboBox": ["la-dtc-16labeled"],
+    "startFromComboBox": ["la-dtc-16labeled"],
 }
+RANKED = [("LA_case_007", "0.094"), ("LA_case_004", "0.051"), ("LA_case_009", "0.038")]  # Correct these first
 
 
 class qMRMLWidget(QtWidgets.QWidget):
@@ -135,13 +137,22 @@ def render(output: Path, progress: Path | None = None) -> Path:
             table.setItem(r, c, QtWidgets.QTableWidgetItem(text))
     table.setFixedHeight(110)
     table.horizontalHeader().setSectionResizeMode(QtWidgets.QHeaderView.Stretch)  # as LabeledPairsTable.py sets it
+    ranked = panel.findChild(QtWidgets.QTableWidget, "rankTable")
+    ranked.setRowCount(len(RANKED))
+    for r, row in enumerate(RANKED):
+        for c, text in enumerate(row):
+            ranked.setItem(r, c, QtWidgets.QTableWidgetItem(text))
+    ranked.setFixedHeight(112)
+    ranked.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)  # as AdaptationSection.py
+    panel.findChild(QtWidgets.QLabel, "rankStatusLabel").setText(
+        "Most doubtful first: choose one, Segment it, correct it, Add to training set.")
     models = panel.findChild(QtWidgets.QTableWidget, "modelsTable")
     models.setRowCount(1)
     models.setItem(0, 0, QtWidgets.QTableWidgetItem("la-dtc-16labeled"))
     models.setItem(0, 1, QtWidgets.QTableWidgetItem("n_filters 16, patch (112, 112, 80), 6000 iterations"))
     models.setFixedHeight(70)
     models.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeToContents)  # as ModelsSection.py
-    for name in ("segmentButton", "trainButton", "stopButton"):
+    for name in ("segmentButton", "trainButton", "stopButton", "rankButton"):
         panel.findChild(QtWidgets.QPushButton, name).setEnabled(True)
     status, seen = "Idle", []
     if progress and progress.is_file():  # the status line and the curves of a real run, two thirds in
