@@ -27,7 +27,7 @@ EXAMPLES = {  # what the selectors show in the picture
     "inputVolumeSelector": ["LA_patient_017"], "roiSelector": ["(none)"],
     "outputSegmentationSelector": ["LA_patient_017 segmentation"],
     "unlabeledSelector": ["3 volumes checked"], "modelComboBox": ["la-dtc-16labeled"],
-    "startFromComboBox": ["la-dtc-16labeled"],
+    "startFromComboBox": ["A new network", "la-dtc-16labeled"],
 }
 RANKED = [("LA_case_007", "0.094"), ("LA_case_004", "0.051"), ("LA_case_009", "0.038")]  # Correct these first
 
