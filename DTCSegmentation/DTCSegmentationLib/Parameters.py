@@ -75,19 +75,19 @@ class TrainingParameters:
 
     def arguments(self) -> list[str]:
         """The `dtc train` options for these parameters (the only place they are built). Starting from a
-        model, its filters and k come with it (`--init`, added by TrainingLogic with the model's path): an
-        `--n-filters` other than the model's would be refused."""
-        fromScratch = ["--k", repr(float(self.k)), "--n-filters", str(self.nFilters)] if not self.startFrom else []
+        model, its filters, k, patch and spacing come with it (`--init`, added by TrainingLogic with the
+        model's path): an `--n-filters` or `--spacing` other than the model's would be refused, and another
+        patch would cost a laptop several times the model's own per step."""
+        fromScratch = [] if self.startFrom else [
+            "--k", repr(float(self.k)), "--n-filters", str(self.nFilters), "--patch", *map(str, self.patchSize),
+            *(["--spacing", *map(str, self.spacing)] if self.spacing else [])]
         args = ["--recipe", self.recipe, "--iterations", str(self.iterations),
                 "--labeled-batch", str(self.labeledBatch), "--unlabeled-batch", str(self.unlabeledBatch),
-                "--patch", *map(str, self.patchSize),
                 "--lr", repr(float(self.learningRate)), *fromScratch, "--device", self.device,
                 "--amp", TRAINING_PRECISIONS[self.precision],
                 "--val-fraction", repr(float(self.valFraction)), "--val-every", str(self.valEvery),
                 "--checkpoint-every", str(self.checkpointEvery), "--seed", str(self.seed),
                 "--workers", str(self.workers)]
-        if self.spacing:
-            args += ["--spacing", *map(str, self.spacing)]
         return args
 
 

@@ -152,16 +152,17 @@ def test_the_train_command_fine_tunes_the_chosen_model_and_a_resume_never_reads_
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     with pytest.raises(ValueError, match="cannot be fine-tuned"):
         startModel(store, str(tmp_path / "junk.safetensors"))
-    params = switchStart(TrainingParameters(nFilters=8), "la")
+    params = switchStart(TrainingParameters(nFilters=8, spacing=(1.5, 1.5, 1.5)), "la")
     assert (params.iterations, params.learningRate) == (1000, 0.001)
     logic = TrainingLogic(workRoot=tmp_path, store=store)
     job = TrainingJob(tmp_path / "run", tmp_path / "run" / "datalist.json", params, initModel=path)
     command = logic.command(job, resume=False)
     assert command[command.index("--init") + 1] == str(path)
-    assert "--n-filters" not in command and "--k" not in command  # the model's own
+    assert not {"--n-filters", "--k", "--patch", "--spacing"} & set(command)  # the model's own
     assert "--init" not in logic.command(job, resume=True)
-    scratch = TrainingParameters(nFilters=8).arguments()
-    assert scratch[scratch.index("--n-filters") + 1] == "8"
+    scratch = TrainingParameters(nFilters=8, spacing=(1.5, 1.5, 1.5)).arguments()
+    assert scratch[scratch.index("--n-filters") + 1] == "8" and scratch[scratch.index("--spacing") + 1] == "1.5"
+    assert "--patch" in scratch
 
 
 def test_segment_with_uncertainty_loads_the_backends_doubt_map_on_the_scans_grid(scene, brightModel, tmp_path):
