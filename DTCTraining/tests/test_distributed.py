@@ -258,3 +258,22 @@ def test_weight_digest_sees_a_one_ulp_change():
         w = net.out_conv.bias
         w.copy_(torch.nextafter(w, w + 1))
     assert distributed.weights_digest(net) != before
+
+
+def test_a_fine_tuning_under_torchrun_starts_every_rank_from_the_model(two_ranks, phantoms, tmp_path):
+    """`dtc train --init` on 2 ranks: the replicas agree after every step and start from the model's weights
+    (at a learning rate of 1e-9, the fine-tuned weights are the model's, not the seeded new network's)."""
+    out, _ = two_ranks
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", "2",
+           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+           "-m", "dtc_training", "train", "--datalist", str(phantoms), "-o", str(tmp_path / "tuned"),
+           "--init", str(out / "model.safetensors"), "--iterations", "2", "--lr", "1e-9",
+           "--labeled-batch", "1", "--unlabeled-batch", "1", *map(str, TINY)]
+    proc = subprocess.run(cmd, env=dist_env(DTC_CHECK_REPLICAS="1"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert all(c["weights"][0] == c["weights"][1] for c in events(proc.stdout, "replicas"))
+    tuned, model = weights(tmp_path / "tuned" / "model.safetensors"), weights(out / "model.safetensors")
+    torch.testing.assert_close(tuned, model, rtol=0, atol=1e-6)
+    assert (tuned - weights()).abs().max() > 1e-3
+    assert json.loads((tmp_path / "tuned" / "train_config.json").read_text())["config"]["init"]["path"] == \
+        str((out / "model.safetensors").resolve())
