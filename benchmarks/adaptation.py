@@ -20,7 +20,7 @@ the same way):
 - `dtc-finetune-N-doubt`: the N pool scans the model doubts most (`dtc rank`) labeled instead;
 - `...-all`: every pool scan labeled: the all-labeled references.
 
-Every run trains --iterations iterations (equal training time per arm; fine-tuning's other defaults) with
+Every run trains --iterations iterations (equal training time per arm; --lr, or fine-tuning's defaults) with
 the held-out scans as validation cases every --val-every iterations (the curve decides how long a
 fine-tuning needs; validation never feeds back into training). A run folder with a model is not trained
 again, a checkpoint resumes, a scored run is read back: the script goes on where it stopped. Each run writes
@@ -126,7 +126,8 @@ def train(arm: dict, labeled: list[str], unlabeled: list[str], held_out: list[st
     resume = ["--resume"] if (run_dir / "checkpoint.pt").is_file() else []
     command = ["train", "--datalist", datalist, "-o", run_dir, *start, *resume, "--iterations", args.iterations,
                "--val-every", args.val_every, "--seed", seed, "--workers", "0", "--amp", args.amp,
-               "--progress", "json", *(SUPERVISED if arm["method"] == "supervised" else [])]
+               "--progress", "json", *(SUPERVISED if arm["method"] == "supervised" else []),
+               *(["--lr", args.lr] if args.lr else [])]
     proc = dtc(*command)
     (run_dir / "train.log").write_text(proc.stdout + proc.stderr)
     return [json.loads(line) for line in proc.stdout.splitlines() if '"event": "validation"' in line]
@@ -150,6 +151,7 @@ def run_arm(name: str, seed: int, cases: list[str], args) -> dict:
     model = args.model if arm["method"] is None else run_dir / "model.safetensors"
     result = {"arm": name, "seed": seed, "labeled": labeled, "unlabeled": [] if arm["method"] == "supervised"
               else unlabeled, "held_out": held_out, "iterations": 0 if arm["method"] is None else args.iterations,
+              "lr": args.lr,
               "train_minutes": round(minutes, 2), "validation_curve": [[v["iteration"], v["dice"]] for v in curve],
               "cases": score(model, held_out, site, run_dir), "model": str(args.model), "commit": git_commit(),
               "date": time.strftime("%Y-%m-%d"), "hardware": args.hardware}
@@ -189,6 +191,7 @@ def main(argv=None) -> None:
     p.add_argument("--test", type=int, default=3, help="held-out scans per seed (3)")
     p.add_argument("--iterations", type=int, default=200, help="iterations of every run (200)")
     p.add_argument("--val-every", type=int, default=50)
+    p.add_argument("--lr", type=float, help="learning rate of every run (default: dtc train's, fine-tuning's with --init)")
     p.add_argument("--amp", default="auto", help="dtc train --amp (bf16 on CPUs with native bf16)")
     p.add_argument("--roi-margin", type=float, default=10.0, help="mm around the atrium's bounding box (10)")
     p.add_argument("--hardware", default="", help="recorded with each run (e.g. '1 core of an AMX Xeon')")
