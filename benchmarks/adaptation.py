@@ -18,6 +18,8 @@ the same way):
   consistency (la_accuracy.py's supervised switches); `dtc-scratch-N`: DTC from a new network with the
   model's architecture, patch and spacing;
 - `dtc-finetune-N-doubt`: the N pool scans the model doubts most (`dtc rank`) labeled instead;
+  `dtc-finetune-N-fromK`: the N scans from position K of the seed's order (every single-scan choice of a
+  pool, `-from1` to `-from4` beside `dtc-finetune-1`, gives what a random choice gets on average);
 - `...-all`: every pool scan labeled: the all-labeled references.
 
 Every run trains --iterations iterations (equal training time per arm; --lr, or fine-tuning's defaults) with
@@ -75,14 +77,17 @@ def prepare_site(site: Path, out: Path, margin_mm: float) -> list[str]:
 
 
 def parse_arm(arm: str) -> dict:
-    """'dtc-finetune-2-doubt' -> {method: dtc, start: finetune, labeled: 2, doubt: True}."""
+    """'dtc-finetune-2-doubt' -> {method: dtc, start: finetune, labeled: 2, doubt: True, first: 0};
+    'dtc-finetune-1-from3': the pool's scan at position 3 of the seed's order labeled instead of the first."""
     if arm == "zero-shot":
-        return {"method": None, "start": "model", "labeled": 0, "doubt": False}
+        return {"method": None, "start": "model", "labeled": 0, "doubt": False, "first": 0}
     method, start, count, *rest = arm.split("-")
-    if method not in ("dtc", "supervised") or start not in ("finetune", "scratch") or rest not in ([], ["doubt"]):
+    first = int(rest[0][4:]) if len(rest) == 1 and rest[0].startswith("from") and rest[0][4:].isdigit() else 0
+    if method not in ("dtc", "supervised") or start not in ("finetune", "scratch") or \
+            not (rest in ([], ["doubt"]) or first):
         raise SystemExit(f"unknown arm {arm!r}")
     return {"method": method, "start": start, "labeled": count if count == "all" else int(count),
-            "doubt": rest == ["doubt"]}
+            "doubt": rest == ["doubt"], "first": first}
 
 
 def split(cases: list[str], seed: int, test: int) -> tuple[list[str], list[str]]:
@@ -142,7 +147,8 @@ def run_arm(name: str, seed: int, cases: list[str], args) -> dict:
     held_out, pool = split(cases, seed, args.test)
     order = by_doubt(args.model, pool, site, args.out / f"seed{seed}") if arm["doubt"] else pool
     count = len(pool) if arm["labeled"] == "all" else arm["labeled"]
-    labeled, unlabeled = order[:count], order[count:]
+    first = arm["first"]
+    labeled, unlabeled = order[first:first + count], order[:first] + order[first + count:]
     run_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     curve = [] if arm["method"] is None else train(arm, labeled, unlabeled, held_out, args.model, site, run_dir,

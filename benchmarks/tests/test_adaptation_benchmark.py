@@ -12,11 +12,13 @@ from doubt_quality import auroc  # noqa: E402
 
 def test_every_default_arm_parses_and_names_say_what_they_train():
     assert [parse_arm(a)["labeled"] for a in ("dtc-finetune-4", "supervised-finetune-1", "dtc-scratch-all")] == [4, 1, "all"]
-    assert parse_arm("dtc-finetune-2-doubt") == {"method": "dtc", "start": "finetune", "labeled": 2, "doubt": True}
+    assert parse_arm("dtc-finetune-2-doubt") == {"method": "dtc", "start": "finetune", "labeled": 2, "doubt": True,
+                                                 "first": 0}
+    assert parse_arm("dtc-finetune-1-from3")["first"] == 3
     assert parse_arm("zero-shot")["method"] is None
     for arm in DEFAULT_ARMS:
         parse_arm(arm)
-    for bad in ("dtc-transfer-2", "semi-finetune-2", "dtc-finetune-2-random"):
+    for bad in ("dtc-transfer-2", "semi-finetune-2", "dtc-finetune-2-random", "dtc-finetune-1-fromx"):
         with pytest.raises(SystemExit, match="unknown arm"):
             parse_arm(bad)
 
