@@ -27,7 +27,8 @@ the held-out scans as validation cases every --val-every iterations (the curve d
 fine-tuning needs; validation never feeds back into training). A run folder with a model is not trained
 again, a checkpoint resumes, a scored run is read back: the script goes on where it stopped. Each run writes
 OUT/runs/<arm>-seed<S>/result.json (arm, seed, labeled, unlabeled and held-out scans, minutes, the
-validation curve, per-case metrics); --report gathers them into OUT/report.json and a markdown table."""
+validation curve, per-case metrics); --report gathers them into OUT/report.json (the table and every run)
+and a markdown table."""
 from __future__ import annotations
 
 import argparse
@@ -177,7 +178,7 @@ def report(out: Path) -> dict:
         table[arm] = {"dice": float(np.mean(per_seed)), "per_seed": dict(zip([r["seed"] for r in runs], per_seed)),
                       "hd95_mm": float(np.nanmean([c["hd95_mm"] for r in runs for c in r["cases"]])),
                       "train_minutes": float(np.mean([r["train_minutes"] for r in runs])), "runs": len(runs)}
-    atomic_json_save({"arms": table}, out / "report.json")
+    atomic_json_save({"arms": table, "runs": results}, out / "report.json")
     print("| arm | Dice % (mean over seeds) | per seed | 95HD mm | training min | runs |")
     print("|---|---|---|---|---|---|")
     for arm in sorted(table, key=lambda a: DEFAULT_ARMS.index(a) if a in DEFAULT_ARMS else len(DEFAULT_ARMS)):

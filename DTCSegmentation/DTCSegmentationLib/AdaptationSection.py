@@ -11,7 +11,10 @@ import slicer
 from slicer.i18n import tr as _
 
 from .Adaptation import DoubtRanking, startChoices, startModel, switchStart
-from .ParameterWidgets import TRAINING_FIELDS, showFields
+from .ParameterWidgets import PATCH_WIDGETS, TRAINING_FIELDS, showFields
+
+# The settings a model to start from brings (its weights fix them): shown, but not editable, while one is chosen.
+MODEL_FIELDS = ("nFiltersSpinBox", "kSpinBox", *PATCH_WIDGETS)
 
 
 class AdaptationSection:
@@ -57,13 +60,19 @@ class AdaptationSection:
         combo.setCurrentIndex(combo.findData(name))
         combo.blockSignals(False)
         self.shownStart = name
-        combo.toolTip = _("a new network, or a model to fine-tune (dtc train --init): its filters, k and spacing "
-                          "come with it, the optimizer starts fresh")
+        self.enableModelFields()
+        combo.toolTip = _("a new network, or a model to fine-tune (dtc train --init): its filters, k, patch and "
+                          "spacing come with it, the optimizer starts fresh")
+
+    def enableModelFields(self):
+        for name in MODEL_FIELDS:
+            getattr(self.ui, name).enabled = not self.shownStart
 
     def onStartChosen(self, index):
         """The user's choice: iterations and learning rate still at the other start's defaults take this one's."""
         before = dataclasses.replace(self.collectState().training, startFrom=self.shownStart)
         self.shownStart = self.startFrom()
+        self.enableModelFields()
         showFields(self.ui, {k: TRAINING_FIELDS[k] for k in ("iterations", "learningRate")},
                    switchStart(before, self.shownStart))
 

@@ -57,7 +57,7 @@ def test_fine_tuning_defaults_and_a_resume_that_continues_from_the_checkpoint(ph
     first = run_dtc("train", "--datalist", phantoms, "-o", out, "--init", init_model, *COMMON, check=False)
     assert first.returncode == 3, first.stderr
     config = json.loads((out / "train_config.json").read_text())["config"]
-    assert (config["iterations"], config["lr"], config["rampup_step"]) == (1000, 0.001, 25)  # config.FINE_TUNING
+    assert (config["iterations"], config["lr"], config["rampup_step"]) == (200, 0.01, 5)  # config.FINE_TUNING
     # The model file goes away: a resume that read it again would fail, and one that re-initialised from it
     # would end one step behind the uninterrupted run.
     kept = shutil.move(init_model, tmp_path / "kept.safetensors")
@@ -67,7 +67,7 @@ def test_fine_tuning_defaults_and_a_resume_that_continues_from_the_checkpoint(ph
     shutil.move(kept, init_model)
     whole = tmp_path / "whole"
     run_dtc("train", "--datalist", phantoms, "-o", whole, "--init", init_model, "--iterations", 2,
-            "--rampup-step", 25, *COMMON)
+            "--rampup-step", 5, *COMMON)
     (a, meta), (b, _) = load_model(out / MODEL_NAME), load_model(whole / MODEL_NAME)
     for name, value in a.state_dict().items():
         torch.testing.assert_close(value, b.state_dict()[name], atol=1e-6, rtol=1e-5, msg=name)

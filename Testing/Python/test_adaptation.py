@@ -16,6 +16,7 @@ from conftest import addVolume, obliqueMatrix, phantom
 from qt_stand_in import activate
 from test_panel import gui, setTinyTraining, wait  # noqa: F401  (gui: the panel fixture)
 
+from dtc_training.config import FINE_TUNING
 from DTCSegmentationLib import Doubt, SceneIO
 from DTCSegmentationLib.Adaptation import DoubtRanking, startModel, switchStart
 from DTCSegmentationLib.InferenceLogic import InferenceLogic
@@ -76,7 +77,7 @@ def test_the_adaptation_loop_segment_doubt_correct_add_fine_tune_segment_again(g
 
     # fine-tune the current model: Start from it
     activate(ui.startFromComboBox, ui.startFromComboBox.findData("site-model"))
-    assert (ui.iterationsSpinBox.value, ui.learningRateSpinBox.value) == (1000, 0.001)  # fine-tuning defaults
+    assert (ui.iterationsSpinBox.value, ui.learningRateSpinBox.value) == (FINE_TUNING["iterations"], FINE_TUNING["lr"])
     setTinyTraining(ui, iterations=2)
     ui.labeledBatchSpinBox.value = ui.unlabeledBatchSpinBox.value = 1
     ui.modelNameLineEdit.text = "site-model-2"
@@ -128,9 +129,11 @@ def test_start_from_is_kept_in_the_scene_and_a_model_gone_from_the_store_is_said
     panel.pairsTable.rows[-1][1].setCurrentNode(labelmap)
     ui.iterationsSpinBox.value = 300  # typed by the user: a start chosen later keeps it
     activate(ui.startFromComboBox, ui.startFromComboBox.findData("to-go"))
-    assert (ui.iterationsSpinBox.value, ui.learningRateSpinBox.value) == (300, 0.001)
+    assert (ui.iterationsSpinBox.value, ui.learningRateSpinBox.value) == (300, FINE_TUNING["lr"])
+    assert not ui.nFiltersSpinBox.enabled and not ui.patchXSpinBox.enabled  # the model's own
     activate(ui.startFromComboBox, 0)  # back to a new network: the scratch learning rate again
     assert (ui.iterationsSpinBox.value, ui.learningRateSpinBox.value) == (300, 0.01)
+    assert ui.nFiltersSpinBox.enabled and ui.kSpinBox.enabled
     activate(ui.startFromComboBox, ui.startFromComboBox.findData("to-go"))
     assert gui.open().ui.startFromComboBox.currentData == "to-go"  # a second panel reads the parameter node
 
@@ -153,7 +156,7 @@ def test_the_train_command_fine_tunes_the_chosen_model_and_a_resume_never_reads_
     with pytest.raises(ValueError, match="cannot be fine-tuned"):
         startModel(store, str(tmp_path / "junk.safetensors"))
     params = switchStart(TrainingParameters(nFilters=8, spacing=(1.5, 1.5, 1.5)), "la")
-    assert (params.iterations, params.learningRate) == (1000, 0.001)
+    assert (params.iterations, params.learningRate) == (FINE_TUNING["iterations"], FINE_TUNING["lr"])
     logic = TrainingLogic(workRoot=tmp_path, store=store)
     job = TrainingJob(tmp_path / "run", tmp_path / "run" / "datalist.json", params, initModel=path)
     command = logic.command(job, resume=False)
