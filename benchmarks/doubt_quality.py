@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,10 +23,7 @@ from scipy import stats
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from la_accuracy import git_commit  # noqa: E402
-
-
-def dtc(*args) -> None:
-    subprocess.run([sys.executable, "-m", "dtc_training", *map(str, args)], check=True, capture_output=True)
+from user_path import dtc  # noqa: E402
 
 
 def auroc(score: np.ndarray, positive: np.ndarray) -> float:

@@ -2,8 +2,9 @@
 file costs against the numbers `dtc evaluate --la-root` reports.
 
 The LA h5 images were z-scored over the whole uncropped scan and then cropped around the atrium; `dtc
-evaluate --la-root` feeds them as they are. A user's file goes through `dtc infer`, which z-scores it over
-whatever field of view it has. Three inputs, all scored with `dtc evaluate` against the same labels:
+evaluate --la-root` feeds them as they are, or z-scored again over the crop for a model trained with
+`--la-zscore crop` (then `h5` and `file` are one computation). A user's file goes through `dtc infer`, which
+z-scores it over whatever field of view it has. Three inputs, all scored with `dtc evaluate` against the same labels:
 
 - `h5`: `dtc evaluate --model M --la-root LA --cases benchmarks/splits/la_validation.list` (the reference);
 - `file`: each h5 case written as NRRD (0.625 mm) and segmented by `dtc infer` (z-scored over the crop);

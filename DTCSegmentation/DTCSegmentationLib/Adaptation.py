@@ -56,8 +56,8 @@ def _defaults(startFrom: str) -> dict:
 
 def switchStart(params: TrainingParameters, startFrom: str) -> TrainingParameters:
     """`params` starting from `startFrom`: iterations and learning rate still at the defaults of what it
-    started from before take the defaults of the new start (a model that segments already needs fewer,
-    gentler steps); values the user typed are kept."""
+    started from before take the defaults of the new start (a model that segments already needs far fewer
+    steps); values the user typed are kept."""
     before, after = _defaults(params.startFrom), _defaults(startFrom)
     changed = {name: after[name] for name in after if getattr(params, name) == before[name]}
     return dataclasses.replace(params, startFrom=startFrom, **changed)
