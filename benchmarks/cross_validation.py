@@ -4,6 +4,7 @@ a comparison: 5 folds, each holding out 16 cases, paired per case between method
     python benchmarks/cross_validation.py --protocol lite          # 2-core CPU: the default recipe's DTC and
                                                                     # supervised-only, seeds 1337 and 2024
     python benchmarks/cross_validation.py --protocol full --device cuda       # the paper's setting, one GPU
+    python benchmarks/cross_validation.py --protocol lite --jobs 2 --workers 0  # two runs at once, 1 thread each
     python benchmarks/cross_validation.py --protocol lite --dry-run          # the commands it would run now
     python benchmarks/cross_validation.py --protocol lite --methods dtc supervised   # the paper's recipe
 
@@ -15,7 +16,9 @@ held out, beside a link to the data's cases folder), so la_accuracy.py's `dtc tr
 (`--labeled 16 --holdout 16`, `--unlabeled 48` or 0) train exactly this split.
 
 Methods, protocols and scorings are la_accuracy.py's (and its method names); the order of work is seed, then
-fold, then method, so that paired results arrive early. It goes on where it stopped: a run recorded as finished
+fold, then method, so that paired results arrive early. `--jobs N` trains N runs at once, each on 1/N of the
+CPU cores (OMP_NUM_THREADS): on a 2-core CPU the lite protocol's small networks use two single-threaded runs
+better than one run on two threads (docs/benchmarks.md, "Cross-validation"). It goes on where it stopped: a run recorded as finished
 in the results file is kept (a lent GPU machine starts bare: carry the results file), a run folder that holds
 a model is not trained again, a checkpoint without a model resumes, finished evaluations are reused
 (la_runs.py). Writes
@@ -33,6 +36,7 @@ import platform
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -109,12 +113,15 @@ def parse_args(argv=None):
     p.add_argument("--out", type=Path, default=HERE.parent / "runs" / "cross_validation")
     p.add_argument("--device", default="auto")
     p.add_argument("--workers", type=int, default=-1, help="DataLoader workers of each training (-1: dtc's default)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each on cores / jobs threads")
     p.add_argument("--results", type=Path,
                    help="results JSON (default: benchmarks/results/cross_validation_<protocol>.json)")
     p.add_argument("--figure", type=Path,
                    help="per-case figure (default: docs/figures/cross_validation_<protocol>.png)")
     p.add_argument("--dry-run", action="store_true", help="print the commands it would run now, run nothing")
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be >= 1")
     args.out = args.out.resolve()
     return args
 
@@ -149,23 +156,34 @@ def main(argv=None) -> int:
             for command in planned:
                 print(shlex.join(command))
         return 0
-    machine, commit = hardware(args.device), la_accuracy.git_commit()
+    machine, commit, env = hardware(args.device), la_accuracy.git_commit(), None
+    if args.jobs > 1:  # the children's threads: torch reads OMP_NUM_THREADS when it starts
+        threads = max(1, (os.cpu_count() or 1) // args.jobs)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        machine += f", {args.jobs} runs at once on {threads} thread(s) each"
     results_file.parent.mkdir(parents=True, exist_ok=True)
     for fold in args.folds:
         prepare_fold(args.la_root, args.out, fold, splits[fold])
-    for seed, fold, method in work:
+
+    def run(seed: int, fold: int, method: str) -> dict:
         folder, train, evaluate, scorings = commands(args, fold, method, seed)
         print(f"fold {fold}, {method}, seed {seed} ...", flush=True)
-        run = {"protocol": args.protocol, "fold": fold, "method": method, "seed": seed,
-               **train_and_score(folder, train, evaluate, scorings),
-               "hardware": machine, "commit": commit, "date": time.strftime("%Y-%m-%d")}
-        runs = [r for r in runs if (r["fold"], r["method"], r["seed"]) != (fold, method, seed)] + [run]
-        atomic_json_save({"host": platform.node(), "protocol": args.protocol,
-                          "fold_rule": "train.list order, blocks of 16: fold f holds out block f, labels block "
-                                       "f+1 (mod 5), the other three blocks unlabeled",
-                          "folds": {str(f): s for f, s in splits.items()}, "runs": runs}, results_file)
-        trained = "trained by an earlier run" if run.get("trained_by_an_earlier_run") else "trained now"
-        print(f"  {run['status']} ({trained}, training {run.get('train_seconds')} s)", flush=True)
+        return {"protocol": args.protocol, "fold": fold, "method": method, "seed": seed,
+                **train_and_score(folder, train, evaluate, scorings, env),
+                "hardware": machine, "commit": commit, "date": time.strftime("%Y-%m-%d")}
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # threads only wait on the `dtc` children
+        for future in as_completed([pool.submit(run, *w) for w in work]):
+            done = future.result()
+            key = (done["fold"], done["method"], done["seed"])
+            runs = [r for r in runs if (r["fold"], r["method"], r["seed"]) != key] + [done]
+            atomic_json_save({"host": platform.node(), "protocol": args.protocol,
+                              "fold_rule": "train.list order, blocks of 16: fold f holds out block f, labels "
+                                           "block f+1 (mod 5), the other three blocks unlabeled",
+                              "folds": {str(f): s for f, s in splits.items()}, "runs": runs}, results_file)
+            trained = "trained by an earlier run" if done.get("trained_by_an_earlier_run") else "trained now"
+            print(f"fold {key[0]}, {key[1]}, seed {key[2]}: {done['status']} ({trained}, training "
+                  f"{done.get('train_seconds')} s)", flush=True)
     print(report(runs, args.methods[:2], args.scorings, figure, args.protocol))
     return 0
 

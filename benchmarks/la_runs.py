@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from dtc_training.checkpoint import CHECKPOINT_NAME
@@ -74,18 +73,27 @@ def _evaluate_command(model: Path, run_dir: Path, key: str, evaluate: list[str],
                *flags)
 
 
-def train_and_score(run_dir: Path, train: list[str], evaluate: list[str], scorings: dict[str, list[str]]) -> dict:
+def training_seconds(progress: Path) -> int | None:
+    """The training's time from its progress log, summed over the stretches a resumed run trained in (the
+    time between stops does not count); None where only a model came back from a lease."""
+    if not progress.exists():
+        return None
+    events = [json.loads(line) for line in progress.read_text().splitlines() if line.strip()]
+    starts = [i for i, e in enumerate(events) if e["event"] == "start"] or [0]
+    ends = [*starts[1:], len(events)]
+    return round(sum(events[end - 1]["time"] - events[begin]["time"] for begin, end in zip(starts, ends)))
+
+
+def train_and_score(run_dir: Path, train: list[str], evaluate: list[str], scorings: dict[str, list[str]],
+                    env: dict[str, str] | None = None) -> dict:
     """`train`: the whole `dtc train` command; `evaluate`: the `dtc evaluate` options that name the cases and
-    the device. Returns the run's record: the commands, the training time, each scoring's mean and per-case
-    metrics, and its status ("finished", or why not: a failed run is recorded, never dropped)."""
+    the device; `env`: the commands' environment (None: this process's). Returns the run's record: the
+    commands, the training time, each scoring's mean and per-case metrics, and its status ("finished", or why
+    not: a failed run is recorded, never dropped)."""
     command = _train_command(run_dir, train)
     record = {"train_command": " ".join(command[1:])}
-    started = time.time()
-    if model_file(run_dir) is not None:  # trained before: re-evaluated, its training time read from its log
-        log = run_dir / "progress.jsonl"  # absent where only a model came back from a lease
-        events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        record.update(train_seconds=round(events[-1]["time"] - events[0]["time"]) if events else None,
-                      trained_by_an_earlier_run=True)
+    if model_file(run_dir) is not None:  # trained before: re-evaluated
+        record["trained_by_an_earlier_run"] = True
     else:
         for stale in run_dir.glob("evaluation-*.json"):  # scores of an earlier model in this folder
             stale.unlink()
@@ -94,16 +102,16 @@ def train_and_score(run_dir: Path, train: list[str], evaluate: list[str], scorin
         # this process (the GPU driver signals the group) still saves its checkpoint instead of dying on
         # a broken pipe.
         with open(run_dir / "train.log", "w") as log:
-            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         if code != 0 or model_file(run_dir) is None:
             tail = (run_dir / "train.log").read_text()[-2000:]
             return {**record, "status": f"training failed (exit {code})", "log": tail}
-        record["train_seconds"] = round(time.time() - started)
+    record["train_seconds"] = training_seconds(run_dir / "progress.jsonl")
     for key, flags in scorings.items():
         result_file = run_dir / f"evaluation-{key}.json"
         command = _evaluate_command(model_file(run_dir), run_dir, key, evaluate, flags)
         if not result_file.exists():  # one finished before an interruption is kept (written atomically)
-            proc = subprocess.run(command, capture_output=True, text=True)
+            proc = subprocess.run(command, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 return {**record, "status": f"evaluation failed (exit {proc.returncode})", "log": proc.stderr[-2000:]}
         result = json.loads(result_file.read_text())

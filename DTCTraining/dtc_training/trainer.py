@@ -140,7 +140,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                           "dtc_training_version": __version__}, out_dir / CONFIG_NAME)
     stop = StopRequest(out_dir / STOP_FILE, progress)
     progress.emit("start", iteration=start, total=cfg.iterations, device=str(device), bf16=use_bf16,
-                  workers=workers, resumed=resume, ranks=world.size, backend=world.backend, **data.summary())
+                  workers=workers, cpu_threads=torch.get_num_threads(), resumed=resume, ranks=world.size,
+                  backend=world.backend, **data.summary())
     check_every = distributed.check_replicas_every() if world.size > 1 else 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 

@@ -2,6 +2,7 @@
 resuming (a run folder with a model is not trained again, finished evaluations are reused), on a small
 LA-shaped folder of 80 cases; one real `dtc train` and `dtc evaluate` of a two-iteration protocol."""
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -14,7 +15,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import cross_validation as cv  # noqa: E402
 import la_accuracy  # noqa: E402
 from cross_validation_report import method_summary, paired  # noqa: E402
-from la_runs import model_file  # noqa: E402
+from la_runs import model_file, training_seconds  # noqa: E402
 
 from dtc_training.data import load_la  # noqa: E402
 
@@ -231,3 +232,33 @@ def test_a_real_training_is_resumed_not_repeated(tmp_path, monkeypatch, capsys):
     assert cv.main(args) == 0  # run again: nothing left to do
     assert [f.stat().st_mtime_ns for f in (model, folder / "evaluation-without_lcc.json")] == stamps
     assert json.loads(results.read_text())["runs"] == first
+
+
+def test_runs_trained_at_once_each_get_their_share_of_the_cores_and_all_reach_the_results_file(tmp_path,
+                                                                                                 monkeypatch):
+    """--jobs 2: two real tiny trainings side by side, each told to use half the cores."""
+    monkeypatch.setitem(la_accuracy.PROTOCOLS, "smoke",
+                        ["--patch", "16", "16", "16", "--n-filters", "4", "--iterations", "2"])
+    make_la(tmp_path / "LA")
+    out, results = tmp_path / "out", tmp_path / "results.json"
+    args = ["--protocol", "smoke", "--methods", "supervised", "--seeds", "3", "4", "--folds", "0", "--scorings",
+            "without_lcc", "--la-root", str(tmp_path / "LA"), "--out", str(out), "--results", str(results),
+            "--device", "cpu", "--workers", "0", "--jobs", "2"]
+    assert cv.main(args) == 0
+    runs = json.loads(results.read_text())["runs"]
+    assert sorted((r["seed"], r["status"]) for r in runs) == [(3, "finished"), (4, "finished")]
+    threads = max(1, os.cpu_count() // 2)
+    for seed in (3, 4):
+        start = json.loads((cv.run_dir(out, "smoke", 0, "supervised", seed) / "progress.jsonl").read_text()
+                           .splitlines()[0])
+        assert start["event"] == "start" and start["cpu_threads"] == threads
+    assert all(r["hardware"].endswith(f"2 runs at once on {threads} thread(s) each") for r in runs)
+
+
+def test_a_resumed_training_counts_the_time_it_trained_not_the_time_it_stood_still(tmp_path):
+    progress = tmp_path / "progress.jsonl"
+    events = [("start", 100), ("progress", 101), ("progress", 130),  # 30 s, then stopped for an hour
+              ("start", 3730), ("progress", 3731), ("progress", 3750)]  # resumed: 20 s more
+    progress.write_text("".join(json.dumps({"event": e, "time": t}) + "\n" for e, t in events))
+    assert training_seconds(progress) == 50
+    assert training_seconds(tmp_path / "absent.jsonl") is None  # only a model came back from a lease
