@@ -30,7 +30,9 @@ items in the batches but in no loss: batch-norm statistics only), `dtc+...+poly+
 without level-set regression), `supervised+...+poly+labeled-batch4` (4 labeled items per batch, as many as
 DTC's 2 + 2) and `dtc+...+poly+rampup-step18` (the consistency ramp over half the lite protocol);
 `dtc+...+poly+half-voxel` and `supervised+...+poly+levelset+half-voxel` move the level-set target's zero
-level half a voxel outward (--levelset-boundary half-voxel), so that {z < 0} is the label. Every
+level half a voxel outward (--levelset-boundary half-voxel), so that {z < 0} is the label;
+`dtc+...+poly+cross-view` adds a FixMatch-like term (--cross-view 1): the two heads' agreement on an
+unlabeled crop is the label of the same crop perturbed in intensity. Every
 method states all augmentation switches and its learning-rate schedule (the official steps unless it says
 `poly`), so it stays the same when a default changes. Run them with --methods.
 
@@ -134,6 +136,8 @@ METHODS = {
     # no longer asks for 0.5 where the Dice loss asks for 1; with and without the consistency
     "dtc+intensity+spatial+low-contrast+poly+half-voxel": [*DEFAULT_RECIPE, *HALF_VOXEL],
     "supervised+intensity+spatial+low-contrast+poly+levelset+half-voxel": [*LEVELSET_REGRESSION, *HALF_VOXEL],
+    # the heads' agreement on an unlabeled crop as the pseudo-label of its intensity-perturbed view (FixMatch-like)
+    "dtc+intensity+spatial+low-contrast+poly+cross-view": [*DEFAULT_RECIPE, "--cross-view", "1"],
 }
 
 

@@ -67,6 +67,7 @@ class TrainConfig:
     spatial_augmentation: bool = True  # random rotations and scaling of 30% of the crops
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
     ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
+    cross_view: float = 0.0  # W: the heads' agreement as the pseudo-label of a strong view (0: off; `losses`)
     la_zscore: str = "stored"  # LA h5 images as stored, or z-scored again over their crop (LA_ZSCORES)
     init: dict | None = None  # a fine-tuning's starting model: {"path", "sha256"} (`finetune.init_settings`)
 
@@ -99,6 +100,7 @@ class TrainConfig:
             (self.precise_bn >= 0, "--precise-bn must be >= 0 batches (0: off)"),
             (0 <= self.ema < 1, "--ema must be in [0, 1) (0: off; e.g. 0.99)"),
             (self.ce_weight >= 0, "--ce-weight must be >= 0 (0: off)"),
+            (self.cross_view >= 0, "--cross-view must be >= 0 (0: off; e.g. 1)"),
             (self.spacing is None or all(s > 0 for s in self.spacing), "--spacing must be positive"),
         ]
         problems = [message for ok, message in rules if not ok]

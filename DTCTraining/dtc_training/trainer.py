@@ -34,6 +34,7 @@ from .model_io import load_model, save_model
 from .progress import ProgressReporter
 from .sampling import IterationBatches, batch_levelsets
 from .stopping import STOP_FILE, STOP_REASONS, StopRequest, leave_stopping_to_the_main_process
+from .strong_view import strong_views
 from .volumes import TRAINING_ORIENTATION
 from .validation import validation_dice
 
@@ -120,7 +121,7 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         model = model.to(memory_format=torch.channels_last_3d)
     net = world.wrap(model, cfg.sync_batchnorm)  # `net` trains; `model` (the same weights) is saved
     loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step,
-                      cfg.ce_weight)
+                      cfg.ce_weight, cfg.cross_view)
 
     batches = IterationBatches(data.labeled, data.unlabeled, cfg.labeled_batch, cfg.unlabeled_batch,
                                cfg.patch_size, cfg.seed, cfg.iterations, world.rank, world.size,
@@ -175,13 +176,17 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
                 # (rank 0's generator state is in the checkpoint; its weights reach the others through DDP)
                 torch.manual_seed(int(np.random.SeedSequence([cfg.seed, world.rank, iteration]).generate_state(1)[0]))
             image = batch["image"].to(device, non_blocking=True)
+            n_items = image.shape[0]
+            if cfg.cross_view and n_items > cfg.labeled_batch:  # the unlabeled crops' strong views join the forward
+                image = torch.cat([image, strong_views(image[cfg.labeled_batch:], cfg.seed, iteration, world.rank)])
             if device.type == "cuda":
                 image = image.contiguous(memory_format=torch.channels_last_3d)
             with autocast:
                 seg_logits, levelset = net(image)
             label = batch["label"].to(device, non_blocking=True)
-            terms = loss_fn(seg_logits, levelset, label, batch_levelsets(batch, label, cfg.levelset_boundary),
-                           cfg.labeled_batch, iteration)
+            targets = batch_levelsets(batch, label, cfg.levelset_boundary)
+            terms = loss_fn(seg_logits[:n_items], levelset[:n_items], label, targets, cfg.labeled_batch, iteration,
+                            strong_logits=seg_logits[n_items:])
             optimizer.zero_grad(set_to_none=True)
             terms["loss"].backward()
             optimizer.step()

@@ -81,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="scale the intensities of 20%% of the crops by 0.2-1.0, as in low-contrast scans (default on; not in the official method)")
     cfg.add_argument("--ce-weight", type=finite_float, metavar="W",
                      help="add W x the labeled items' cross-entropy to the loss (default 0: the official code logs it only)")
+    cfg.add_argument("--cross-view", type=finite_float, metavar="W",
+                     help="add W x the cross-entropy of the unlabeled crops' intensity-perturbed views against "
+                          "the two heads' agreement, on the consistency's ramp (default 0: off; not in the paper)")
     cfg.add_argument("--levelset-target", choices=["patch", "volume"],
                      help="level-set target computed on the cropped patch (official) or the whole labeled volume")
     cfg.add_argument("--levelset-boundary", choices=["official", "half-voxel"],
