@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -142,6 +143,15 @@ class World:
                 f"rank {self.rank} of {self.size}: lost contact with the other ranks ({_first_line(e)}). "
                 f"Another rank died or stalled for more than {TIMEOUT_ENV}={timeout_s():g} s; its own log "
                 "says why. Resume from the last checkpoint with --resume.") from None
+
+
+def leave_lost_world(code: int) -> None:
+    """End this rank now if a process group is still up: after a peer is lost, gloo's threads abort the
+    interpreter's teardown (std::terminate, exit -6), which would replace the exit code the message gave."""
+    if dist.is_available() and dist.is_initialized():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _first_line(e: BaseException) -> str:

@@ -77,6 +77,7 @@ def train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool = Fa
             code = _train(cfg, data, out_dir, resume, progress_mode, world)
     except DistributedError as e:
         print(f"dtc train: error: {e}", file=sys.stderr, flush=True)
+        distributed.leave_lost_world(EXIT_ERROR)
         return EXIT_ERROR
     world.close()
     return code
