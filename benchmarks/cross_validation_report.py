@@ -5,7 +5,8 @@ end; run this alone to report again without running anything):
     python benchmarks/cross_validation_report.py --protocol lite --compare dtc dtc+intensity+spatial+low-contrast+poly
 
 Per method: Dice, Jaccard, 95HD and ASD (`dtc evaluate`, voxels) averaged over the runs (folds x seeds), the
-SD of the run means and each fold's mean over seeds. Per comparison (the second method minus the first, same
+SD of the run means, the SD between seeds on the same fold (averaged over folds: the noise floor of a
+difference between methods) and each fold's mean over seeds. Per comparison (the second method minus the first, same
 fold and seed): the mean paired difference and its SD over runs, each fold's mean difference and the folds
 it is better on, the cases it is better on, and a Wilcoxon signed-rank test over cases (each case's difference
 averaged over the seeds first: a case is held out in one fold only, so the cases are the independent units).
@@ -45,7 +46,12 @@ def method_summary(runs: list[dict], method: str, scoring: str) -> dict | None:
     dice = [r[scoring]["mean"]["dice"] for r in done]
     folds = sorted({r["fold"] for r in done})
     times = [r["train_seconds"] for r in done if r.get("train_seconds") is not None]
+    # the noise floor a difference between methods is read against: how far the same method's seeds lie
+    # apart on the same fold (the SD between seeds, averaged over the folds with more than one)
+    by_fold = [[r[scoring]["mean"]["dice"] for r in done if r["fold"] == f] for f in folds]
+    seed_sds = [_sd(d) for d in by_fold if len(d) > 1]
     return {"method": method, "runs": len(done), "seeds": sorted({r["seed"] for r in done}), "dice_sd": _sd(dice),
+            "seed_sd": float(np.mean(seed_sds)) if seed_sds else math.nan,
             **{m: float(np.nanmean([_number(r[scoring]["mean"][m]) for r in done])) for m in METRICS},
             "per_fold": {f: float(np.mean([r[scoring]["mean"]["dice"] for r in done if r["fold"] == f]))
                          for f in folds},
@@ -98,7 +104,8 @@ def method_row(s: dict, scoring: str) -> str:
     folds = " / ".join(f"{100 * d:.2f}" for d in s["per_fold"].values())
     folds_run = ", ".join(map(str, s["per_fold"]))
     return (f"| {s['method']} | 16 / {unlabeled} | {scoring} | {s['runs']} (folds {folds_run}; "
-            f"seeds {', '.join(map(str, s['seeds']))}) | {100 * s['dice']:.2f} ({_f(100 * s['dice_sd'])}) | {folds} | "
+            f"seeds {', '.join(map(str, s['seeds']))}) | {100 * s['dice']:.2f} ({_f(100 * s['dice_sd'])}) | "
+            f"{_f(100 * s['seed_sd'])} | {folds} | "
             f"{100 * s['jaccard']:.2f} | {s['hd95_voxels']:.2f} | {s['asd_voxels']:.2f} | "
             f"{_f(s['train_minutes'], '.1f')} min | {', '.join(s['hardware'])} | {', '.join(s['commit'])} |")
 
@@ -116,8 +123,9 @@ def _f(value: float, spec: str = ".2f") -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
 
-METHOD_HEADER = ("| Method | labeled / unlabeled | scoring | runs | Dice % (SD over runs) | Dice % per fold | "
-                 "Jaccard % | 95HD vox | ASD vox | training time | hardware | commit |\n" + "|---" * 12 + "|")
+METHOD_HEADER = ("| Method | labeled / unlabeled | scoring | runs | Dice % (SD over runs) | seed-to-seed SD in a "
+                 "fold | Dice % per fold | Jaccard % | 95HD vox | ASD vox | training time | hardware | commit |\n"
+                 + "|---" * 13 + "|")
 COMPARISON_HEADER = ("| Paired, per case | scoring | runs | Dice points (SD over runs) | per fold | folds better | "
                      "cases (mean over seeds) | Wilcoxon p | Jaccard points | 95HD vox | ASD vox | "
                      f"+{TARGET_POINTS:g} on {TARGET_FOLDS} folds |\n" + "|---" * 12 + "|")

@@ -126,6 +126,9 @@ def test_cases_are_averaged_over_seeds_before_the_test():
     assert c["dice"] == pytest.approx(0) and c["dice_sd"] == pytest.approx(0.1 * np.sqrt(10 / 9))
     assert (c["cases_better"], c["cases_worse"]) == (0, 0) and np.isnan(c["wilcoxon_p"])
     assert len(c["pairs"]) == 160 and len(c["per_case"]) == 80
+    runs = runs_with(lambda fold, seed, i: 0.1 if seed == 1 else -0.1)  # DTC's two seeds 0.2 apart on every fold
+    assert method_summary(runs, DTC, "without_lcc")["seed_sd"] == pytest.approx(0.2 / np.sqrt(2))
+    assert method_summary(runs, SUPERVISED, "without_lcc")["seed_sd"] == pytest.approx(0, abs=1e-12)
 
 
 def test_a_run_without_its_partner_is_left_out_and_named():
