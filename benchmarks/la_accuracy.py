@@ -29,6 +29,7 @@ recipe's DTC add one switch each: `supervised+...+poly+levelset` (the level-set 
 items in the batches but in no loss: batch-norm statistics only), `dtc+...+poly+levelset0` (the consistency
 without level-set regression), `supervised+...+poly+labeled-batch4` (4 labeled items per batch, as many as
 DTC's 2 + 2) and `dtc+...+poly+rampup-step18` (the consistency ramp over half the lite protocol);
+`supervised+...+poly+iterations3000` is the supervised-only partner of `dtc+...+poly+iterations3000`;
 `dtc+...+poly+half-voxel` and `supervised+...+poly+levelset+half-voxel` move the level-set target's zero
 level half a voxel outward (--levelset-boundary half-voxel), so that {z < 0} is the label;
 `dtc+...+poly+cross-view` adds a FixMatch-like term (--cross-view 1): the two heads' agreement on an
@@ -114,6 +115,9 @@ METHODS = {
     # counterpart, twice the lite protocol's, asks the same question on the CPU (at twice the time there)
     "dtc+intensity+spatial+low-contrast+poly+iterations12000": [*DEFAULT_RECIPE, "--iterations", "12000"],
     "dtc+intensity+spatial+low-contrast+poly+iterations3000": [*DEFAULT_RECIPE, "--iterations", "3000"],
+    # its supervised-only partner: whether the budget, not the method, keeps DTC level with supervised-only
+    "supervised+intensity+spatial+low-contrast+poly+iterations3000": [
+        *SUPERVISED, *DEFAULT_SWITCHES, "--iterations", "3000"],
     # the default recipe in bf16 autocast: for CPUs that compute bf16 natively (AVX512-BF16, AMX), where
     # --amp auto stays in float32
     "dtc+intensity+spatial+low-contrast+poly+bf16": [*DEFAULT_RECIPE, "--amp", "bf16"],
