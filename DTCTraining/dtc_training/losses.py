@@ -63,13 +63,17 @@ class DTCLoss:
     ce_weight: float = 0.0  # weight of the labeled items' binary cross-entropy (official: logged, not optimised)
     cross_view: float = 0.0  # W: final weight of the cross-view term, on the consistency's ramp (0: off)
 
+    def ramp(self, iteration: int) -> float:
+        """The ramp's shape in [0, 1] at the 0-based iteration t, constant over blocks of `rampup_step`."""
+        return sigmoid_rampup(iteration // self.rampup_step, self.consistency_rampup)
+
     def consistency_weight(self, iteration: int) -> float:
-        """w(t) for the 0-based iteration t, constant over blocks of `rampup_step` iterations."""
-        return self.consistency * sigmoid_rampup(iteration // self.rampup_step, self.consistency_rampup)
+        """w(t): lambda on the ramp."""
+        return self.consistency * self.ramp(iteration)
 
     def cross_view_weight(self, iteration: int) -> float:
-        """W times the consistency's ramp shape, so that the term ramps up even with --consistency 0."""
-        return self.cross_view * sigmoid_rampup(iteration // self.rampup_step, self.consistency_rampup)
+        """W on the consistency's ramp, so that the term ramps up even with --consistency 0."""
+        return self.cross_view * self.ramp(iteration)
 
     def __call__(self, seg_logits, levelset, label, levelset_target, n_labeled: int, iteration: int,
                  strong_logits: torch.Tensor | None = None) -> dict:
