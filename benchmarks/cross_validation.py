@@ -42,7 +42,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 import la_accuracy  # noqa: E402  (the methods and protocols)
-from cross_validation_report import DEFAULT_COMPARISON, report  # noqa: E402
+from cross_validation_report import DEFAULT_COMPARISON, default_figure, report  # noqa: E402
 from la_runs import SCORINGS, hardware, planned_commands, scoring_flags, train_and_score  # noqa: E402
 
 from dtc_training import la  # noqa: E402
@@ -117,7 +117,8 @@ def parse_args(argv=None):
     p.add_argument("--results", type=Path,
                    help="results JSON (default: benchmarks/results/cross_validation_<protocol>.json)")
     p.add_argument("--figure", type=Path,
-                   help="per-case figure (default: docs/figures/cross_validation_<protocol>.png)")
+                   help="per-case figure (default: docs/figures/cross_validation_<protocol>.png for the default pair, "
+                   "cross_validation_<protocol>_<second>_vs_<first>.png for another)")
     p.add_argument("--dry-run", action="store_true", help="print the commands it would run now, run nothing")
     args = p.parse_args(argv)
     if args.jobs < 1:
@@ -138,7 +139,7 @@ def main(argv=None) -> int:
         return 2
     splits = {fold: fold_split(case_ids, fold) for fold in range(FOLDS)}
     results_file = args.results or HERE / "results" / f"cross_validation_{args.protocol}.json"
-    figure = args.figure or HERE.parent / "docs" / "figures" / f"cross_validation_{args.protocol}.png"
+    figure = args.figure or default_figure(args.protocol, args.methods[:2])
     # earlier runs stay; a rerun of the same fold, method and seed replaces its record
     runs = json.loads(results_file.read_text())["runs"] if results_file.exists() else []
     # A run recorded as finished with every scoring asked for is kept as it is, without its folder: a lent

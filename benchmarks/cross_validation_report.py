@@ -173,6 +173,15 @@ def draw(c: dict, path: Path, protocol: str) -> Path:
     return path
 
 
+def default_figure(protocol: str, compare: list[str]) -> Path:
+    """docs/figures/cross_validation_<protocol>.png for the default pair; any other pair gets a file of its own,
+    named after both methods, so that reporting it leaves the default pair's figure as it is."""
+    name = f"cross_validation_{protocol}"
+    if len(compare) == 2 and tuple(compare) != DEFAULT_COMPARISON:
+        name += f"_{compare[1]}_vs_{compare[0]}"
+    return HERE.parent / "docs" / "figures" / f"{name}.png"
+
+
 def report(runs: list[dict], compare: list[str], scorings: list[str], figure: Path | None, protocol: str) -> str:
     """Markdown tables of every method in `runs` and of `compare` (y minus x); the figure of the first
     scoring's comparison. Returns the text to print."""
@@ -198,10 +207,10 @@ def main() -> None:
     p.add_argument("--compare", nargs=2, metavar=("X", "Y"),
                    default=list(DEFAULT_COMPARISON))
     p.add_argument("--scorings", nargs="+", default=["without_lcc", "fast_tta8"])
-    p.add_argument("--figure", type=Path, help="default: docs/figures/cross_validation_<protocol>.png")
+    p.add_argument("--figure", type=Path, help="default: docs/figures/cross_validation_<protocol>[_<Y>_vs_<X>].png")
     args = p.parse_args()
     results = args.results or HERE / "results" / f"cross_validation_{args.protocol}.json"
-    figure = args.figure or HERE.parent / "docs" / "figures" / f"cross_validation_{args.protocol}.png"
+    figure = args.figure or default_figure(args.protocol, args.compare)
     if not results.is_file():
         print(f"cross_validation_report: error: {results}: no results file (run cross_validation.py)", file=sys.stderr)
         sys.exit(2)

@@ -14,7 +14,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(BENCHMARKS))
 import cross_validation as cv  # noqa: E402
 import la_accuracy  # noqa: E402
-from cross_validation_report import method_summary, paired  # noqa: E402
+from cross_validation_report import default_figure, method_summary, paired  # noqa: E402
 from la_runs import model_file, training_seconds  # noqa: E402
 
 from dtc_training.data import load_la  # noqa: E402
@@ -265,3 +265,11 @@ def test_a_resumed_training_counts_the_time_it_trained_not_the_time_it_stood_sti
     progress.write_text("".join(json.dumps({"event": e, "time": t}) + "\n" for e, t in events))
     assert training_seconds(progress) == 50
     assert training_seconds(tmp_path / "absent.jsonl") is None  # only a model came back from a lease
+
+
+def test_reporting_another_pair_leaves_the_default_pairs_figure_alone():
+    figures = BENCHMARKS.parent / "docs" / "figures"
+    assert default_figure("lite", list(cv.DEFAULT_METHODS)) == figures / "cross_validation_lite.png"
+    other = default_figure("lite", ["supervised", "dtc"])
+    assert other == figures / "cross_validation_lite_dtc_vs_supervised.png"
+    assert default_figure("full", [DTC]) == figures / "cross_validation_full.png"  # one method: no comparison
