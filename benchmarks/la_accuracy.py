@@ -142,6 +142,9 @@ METHODS = {
     "supervised+intensity+spatial+low-contrast+poly+levelset+half-voxel": [*LEVELSET_REGRESSION, *HALF_VOXEL],
     # the heads' agreement on an unlabeled crop as the pseudo-label of its intensity-perturbed view (FixMatch-like)
     "dtc+intensity+spatial+low-contrast+poly+cross-view": [*DEFAULT_RECIPE, "--cross-view", "1"],
+    # the labeled and unlabeled crops normalised by batch norm apart (ablation row 2 found the unlabeled crops'
+    # presence in the batch, in no loss, costing Dice)
+    "dtc+intensity+spatial+low-contrast+poly+split-batchnorm": [*DEFAULT_RECIPE, "--split-batchnorm"],
 }
 
 

@@ -1,7 +1,12 @@
-"""Precise batch-norm statistics. The official VNet applies Dropout3d(0.5) before batch-normalised
-layers, so the running statistics gathered during training describe dropped-out activations; in eval mode
-(no dropout) they can be far off, above all early in training. Recomputing them with dropout off, over
-fresh training batches, fixes that without touching any weight."""
+"""Batch-norm statistics.
+
+Precise statistics: the official VNet applies Dropout3d(0.5) before batch-normalised layers, so the running
+statistics gathered during training describe dropped-out activations; in eval mode (no dropout) they can be far
+off, above all early in training. Recomputing them with dropout off, over fresh training batches, fixes that
+without touching any weight.
+
+Statistics per group: the official DTC normalises the labeled crops with the statistics of a batch that is half
+unlabeled crops; `GroupedForward` keeps the two groups apart."""
 from __future__ import annotations
 
 import copy
@@ -35,3 +40,21 @@ def recalibrated_copy(model: nn.Module, images: Iterable[torch.Tensor], device: 
     clone = copy.deepcopy(model)
     recalibrate_batchnorm(clone, images, device)
     return clone
+
+
+class GroupedForward(nn.Module):
+    """`net` run once per group of the batch's items (the first `first` items, then the rest), the outputs
+    joined again: in training mode each batch-norm layer then normalises a group with that group's own
+    statistics, as if the other group were not in the batch (`dtc train --split-batchnorm`: the labeled crops
+    as in supervised-only training, the unlabeled crops by themselves). One module call, so that
+    DistributedDataParallel sees one forward per backward; the weights are `net`'s."""
+
+    def __init__(self, net: nn.Module, first: int):
+        super().__init__()
+        self.net, self.first = net, first
+
+    def forward(self, image: torch.Tensor):
+        if image.shape[0] <= self.first:
+            return self.net(image)
+        parts = [self.net(group) for group in image.split([self.first, image.shape[0] - self.first])]
+        return tuple(torch.cat(outputs) for outputs in zip(*parts))

@@ -68,6 +68,7 @@ class TrainConfig:
     low_contrast_augmentation: bool = True  # intensities of 20% of the crops scaled by 0.2-1.0
     ce_weight: float = 0.0  # cross-entropy on the labeled items added to the supervised loss (0: off, official)
     cross_view: float = 0.0  # W: the heads' agreement as the pseudo-label of a strong view (0: off; `losses`)
+    split_batchnorm: bool = False  # labeled and unlabeled crops normalised apart (`batchnorm.GroupedForward`)
     la_zscore: str = "stored"  # LA h5 images as stored, or z-scored again over their crop (LA_ZSCORES)
     init: dict | None = None  # a fine-tuning's starting model: {"path", "sha256"} (`finetune.init_settings`)
 

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from . import __version__, distributed
-from .batchnorm import recalibrate_batchnorm, recalibrated_copy
+from .batchnorm import GroupedForward, recalibrate_batchnorm, recalibrated_copy
 from .checkpoint import CHECKPOINT_NAME, load_checkpoint, restore_rng, save_checkpoint
 from .config import TrainConfig
 from .data import TrainingData
@@ -120,7 +120,8 @@ def _train(cfg: TrainConfig, data: TrainingData, out_dir: Path, resume: bool, pr
         start = state["iteration"]  # global iterations: a different number of ranks just continues
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
-    net = world.wrap(model, cfg.sync_batchnorm)  # `net` trains; `model` (the same weights) is saved
+    # `net` trains; `model` (the same weights) is saved
+    net = world.wrap(GroupedForward(model, cfg.labeled_batch) if cfg.split_batchnorm else model, cfg.sync_batchnorm)
     loss_fn = DTCLoss(cfg.k, cfg.levelset_weight, cfg.consistency, cfg.consistency_rampup, cfg.rampup_step,
                       cfg.ce_weight, cfg.cross_view)
 

@@ -84,6 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cfg.add_argument("--cross-view", type=finite_float, metavar="W",
                      help="add W x the cross-entropy of the unlabeled crops' intensity-perturbed views against "
                           "the two heads' agreement, on the consistency's ramp (default 0: off; not in the paper)")
+    cfg.add_argument("--split-batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                     help="labeled and unlabeled crops go through the network in separate passes, so that batch "
+                          "norm normalises each group by its own statistics (default off: one batch, as officially)")
     cfg.add_argument("--levelset-target", choices=["patch", "volume"],
                      help="level-set target computed on the cropped patch (official) or the whole labeled volume")
     cfg.add_argument("--levelset-boundary", choices=["official", "half-voxel"],
