@@ -145,6 +145,10 @@ METHODS = {
     # the labeled and unlabeled crops normalised by batch norm apart (ablation row 2 found the unlabeled crops'
     # presence in the batch, in no loss, costing Dice)
     "dtc+intensity+spatial+low-contrast+poly+split-batchnorm": [*DEFAULT_RECIPE, "--split-batchnorm"],
+    # ... and with the unlabeled crops in no loss: against `...+levelset`, what is left of their cost once they
+    # no longer share the labeled crops' batch statistics
+    "dtc+intensity+spatial+low-contrast+poly+consistency0+split-batchnorm": [*DEFAULT_RECIPE, "--consistency", "0",
+                                                                            "--split-batchnorm"],
 }
 
 
